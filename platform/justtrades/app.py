@@ -1,0 +1,75 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from .config import Settings
+from .runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+# Each module has init_app(app, runtime); order matters where one component uses another's services.
+COMPONENTS = (
+    "justtrades.execution.component",
+    "justtrades.webhooks.views",
+    "justtrades.monitoring.views",
+)
+
+
+def create_app(settings: Settings | None = None, *, start_background: bool = True, **component_settings) -> Flask:
+    """Build the platform app; with start_background=False no thread starts (for unit tests)."""
+    settings = settings or Settings.from_environ()
+
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=None,  # the webhook view enforces its own limit so it can log oversized deliveries
+        JSON_SORT_KEYS=False,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+    )
+    app.json.sort_keys = False
+
+    runtime = Runtime(settings, component_settings)
+    app.extensions["justtrades"] = runtime
+
+    for module_name in COMPONENTS:
+        importlib.import_module(module_name).init_app(app, runtime)
+
+    _register_error_handlers(app)
+    _register_security_headers(app)
+
+    if start_background:
+        runtime.start()
+    return app
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException):
+        response = jsonify({"error": error.description, "status": error.code})
+        response.status_code = error.code or 500
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected_error(error: Exception):
+        # A bug must not leak a stack trace or a secret to the client; the log has the details.
+        logger.exception("unhandled error while serving the request")
+        response = jsonify({"error": "internal error; the server log has the details", "status": 500})
+        response.status_code = 500
+        return response
+
+
+def _register_security_headers(app: Flask) -> None:
+    @app.after_request
+    def _add_headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response

@@ -1,0 +1,121 @@
+"""Settings read from the environment, with embedded defaults for a single machine."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A setting has a value the platform cannot use."""
+
+
+def _env_int(environ, name: str, default: int, minimum: int = 0) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number; set it to an integer such as {default}") from None
+
+    if value < minimum:
+        raise ConfigError(f"{name}={value} is below the minimum {minimum}; set it to at least {minimum}")
+    return value
+
+
+def _env_float(environ, name: str, default: float) -> float:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number; set it to a value such as {default}") from None
+
+    if value < 0:
+        raise ConfigError(f"{name}={value} is negative; set it to 0 or more")
+    return value
+
+
+def _env_bool(environ, name: str, default: bool) -> bool:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean; use true or false")
+
+
+def default_database_url() -> str:
+    """Return the SQLite file used when DATABASE_URL is not set."""
+    path = Path(os.environ.get("JT_DATA_DIR", "instance")).resolve() / "justtrades.sqlite3"
+    return f"sqlite:///{path}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every tunable of the platform; tests build one with shortened intervals."""
+
+    database_url: str = dataclasses.field(default_factory=default_database_url)
+    admin_api_key: str | None = None
+    secret_key: str = dataclasses.field(default_factory=lambda: secrets.token_hex(32))
+
+    # Execution.
+    broker: str = "paper"
+    broker_workers: int = 10
+    worker_poll_seconds: float = 1.0
+    job_max_attempts: int = 5
+    job_lease_seconds: float = 60.0
+
+    # Webhook ingestion. TradingView gives up on a delivery after 3 seconds.
+    webhook_max_body_bytes: int = 64 * 1024
+    raw_body_keep_bytes: int = 4 * 1024
+    duplicate_window_seconds: float = 5.0
+
+    # Tradovate REST.
+    tradovate_url: str = "https://demo.tradovateapi.com/v1"
+    tradovate_timeout_seconds: float = 5.0
+
+    # Access to the per-entity broker-state endpoints, which expose customers' positions.
+    open_entity_debugging: bool = False
+
+    @classmethod
+    def from_environ(cls, environ=None) -> "Settings":
+        """Build the settings from environment variables (see the README for each one)."""
+        environ = os.environ if environ is None else environ
+        defaults = cls()
+
+        return cls(
+            database_url=environ.get("DATABASE_URL") or defaults.database_url,
+            admin_api_key=environ.get("JT_ADMIN_API_KEY") or None,
+            secret_key=environ.get("JT_SECRET_KEY") or defaults.secret_key,
+            broker=environ.get("JT_BROKER", defaults.broker),
+            broker_workers=_env_int(environ, "JT_BROKER_WORKERS", defaults.broker_workers, minimum=1),
+            worker_poll_seconds=_env_float(environ, "JT_WORKER_POLL_SECONDS", defaults.worker_poll_seconds),
+            job_max_attempts=_env_int(environ, "JT_JOB_MAX_ATTEMPTS", defaults.job_max_attempts, minimum=1),
+            job_lease_seconds=_env_float(environ, "JT_JOB_LEASE_SECONDS", defaults.job_lease_seconds),
+            webhook_max_body_bytes=_env_int(
+                environ, "JT_WEBHOOK_MAX_BODY_BYTES", defaults.webhook_max_body_bytes, minimum=1024
+            ),
+            raw_body_keep_bytes=_env_int(environ, "JT_RAW_BODY_KEEP_BYTES", defaults.raw_body_keep_bytes, minimum=256),
+            duplicate_window_seconds=_env_float(
+                environ, "JT_DUPLICATE_WINDOW_SECONDS", defaults.duplicate_window_seconds
+            ),
+            tradovate_url=environ.get("JT_TRADOVATE_URL", defaults.tradovate_url),
+            tradovate_timeout_seconds=_env_float(
+                environ, "JT_TRADOVATE_TIMEOUT_SECONDS", defaults.tradovate_timeout_seconds
+            ),
+            open_entity_debugging=_env_bool(environ, "JT_OPEN_ENTITY_DEBUGGING", defaults.open_entity_debugging),
+        )
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)

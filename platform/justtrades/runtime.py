@@ -1,0 +1,78 @@
+"""The objects one platform process shares between views, workers, daemons and collectors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+from typing import Any, Callable, Iterable
+
+from prometheus_client.core import CollectorRegistry, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from .config import Settings
+from .db.engine import create_database_engine, create_session_factory
+
+logger = logging.getLogger(__name__)
+
+
+class _SnapshotCollector(Collector):
+    """Adapts a function that yields metric families to the prometheus_client collector interface."""
+
+    def __init__(self, name: str, collect: Callable[[], Iterable[Metric]]):
+        self.name = name
+        self._collect = collect
+
+    def collect(self):
+        try:
+            yield from self._collect()
+        except Exception:
+            # One broken subsystem must not blank the whole scrape; its gauges go missing instead.
+            logger.exception("metrics collector %s failed; its metrics are left out of this scrape", self.name)
+
+
+class Runtime:
+    """Shared state of one process. Components add their own services as attributes in their init_app."""
+
+    def __init__(self, settings: Settings, component_settings: dict[str, Any] | None = None):
+        self.settings = settings
+        self.component_settings = dict(component_settings or {})
+        self.started_at = dt.datetime.now(dt.timezone.utc)
+        self.instance_id = f"{socket.gethostname()}:{os.getpid()}"
+
+        self.engine: Engine = create_database_engine(settings.database_url)
+        self.session_factory: sessionmaker[Session] = create_session_factory(self.engine)
+        self.registry = CollectorRegistry(auto_describe=False)
+
+        self._stop_callbacks: list[Callable[[], None]] = []
+        self._start_callbacks: list[Callable[[], None]] = []
+        self.shutdown_event = threading.Event()
+
+    def add_collector(self, name: str, collect: Callable[[], Iterable[Metric]]) -> None:
+        """Register a function that builds fresh metric families from a snapshot on every scrape."""
+        self.registry.register(_SnapshotCollector(name, collect))
+
+    def on_start(self, callback: Callable[[], None]) -> None:
+        """Run callback when background work starts (not in unit tests built with start_background=False)."""
+        self._start_callbacks.append(callback)
+
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Run callback at shutdown, in reverse order of registration."""
+        self._stop_callbacks.append(callback)
+
+    def start(self) -> None:
+        for callback in self._start_callbacks:
+            callback()
+
+    def stop(self) -> None:
+        self.shutdown_event.set()
+        for callback in reversed(self._stop_callbacks):
+            try:
+                callback()
+            except Exception:
+                logger.exception("shutdown step %r failed; continuing with the others", callback)
+        self.engine.dispose()
