@@ -1,0 +1,123 @@
+"""Redact secret-looking values from a raw webhook body before it is stored, then truncate it.
+
+Alert templates often carry a passphrase or a broker token next to the trade fields, and the raw
+webhook log must keep what arrived without keeping those. A key counts as secret-looking when its
+name contains one of SECRET_KEY_WORDS, in any letter case.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from typing import Any
+
+REDACTED = "[REDACTED]"
+SECRET_KEY_WORDS = (
+    "passphrase",
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "api-key",
+    "access_key",
+    "private_key",
+    "auth",
+)
+
+# `key=value`, `key: value`, `"key": "value"` and `'key': 'value'`; the replacement checks whether the
+# key is secret-looking. A key starts only where no key character precedes it, which keeps the scan
+# linear on long runs of word characters. A quoted value may lack its closing quote (a body cut
+# short), and a bare value may carry an auth scheme ("Authorization: Bearer abc"), so both the
+# scheme and the credential after it are redacted.
+_PAIR = re.compile(
+    r"""(?P<key>(?<![\w.-])["']?(?P<name>[\w.-]+)["']?)"""
+    r"""(?P<separator>\s*[:=]\s*)"""
+    r"""(?P<value>"(?:[^"\\]|\\.)*(?:"|$)|'(?:[^'\\]|\\.)*(?:'|$)|(?:(?:bearer|basic|token)[ \t]+)?[^\s,;&}\]"']+)""",
+    re.IGNORECASE,
+)
+
+
+def is_secret_key(key: str) -> bool:
+    """Return True when a field name looks like it names a credential."""
+    lowered = key.lower()
+    return any(word in lowered for word in SECRET_KEY_WORDS)
+
+
+def _redact_pair(match: re.Match) -> str:
+    if not is_secret_key(match["name"]):
+        return match[0]
+
+    value = match["value"]
+    quote = value[0] if value[0] in "\"'" else ""
+    return f"{match['key']}{match['separator']}{quote}{REDACTED}{quote}"
+
+
+def redact_text(text: str) -> str:
+    """Redact the values of secret-looking `key=value` and `key: value` pairs in free text."""
+    return _PAIR.sub(_redact_pair, text)
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: REDACTED if is_secret_key(key) else _redact_value(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redact_value(item) for item in value]
+    if isinstance(value, str):
+        # A string can itself hold pairs, such as a URL with "?token=..." in a comment field.
+        return redact_text(value)
+    return value
+
+
+def _serialise(value: Any) -> str:
+    """Write JSON compactly, keeping key order and the exact text of every number."""
+    if isinstance(value, dict):
+        members = (f"{json.dumps(key, ensure_ascii=False)}:{_serialise(item)}" for key, item in value.items())
+        return "{" + ",".join(members) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_serialise(item) for item in value) + "]"
+    if isinstance(value, Decimal):
+        # Decimal keeps the number as written (21500.00 stays 21500.00); NaN and Infinity are
+        # written as Python's json module writes them.
+        return {"NaN": "NaN", "Infinity": "Infinity", "-Infinity": "-Infinity"}.get(str(value), str(value))
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _redact_json(text: str) -> str | None:
+    """Return the redacted JSON text, the input itself when nothing is secret, or None for non-JSON."""
+    try:
+        document = json.loads(text.lstrip("\ufeff"), parse_float=Decimal, parse_constant=Decimal)
+        redacted = _redact_value(document)
+        if redacted == document:
+            return text
+        return _serialise(redacted)
+    except (ValueError, RecursionError):
+        # Not JSON (or too deeply nested to walk): the free-text patterns take over.
+        return None
+
+
+def truncate_utf8(text: str, keep_bytes: int) -> tuple[str, bool]:
+    """Cut `text` to at most `keep_bytes` bytes of UTF-8 without splitting a character."""
+    encoded = text.encode("utf-8")
+    if len(encoded) <= keep_bytes:
+        return text, False
+    return encoded[:keep_bytes].decode("utf-8", errors="ignore"), True
+
+
+def redact_body(body: bytes, keep_bytes: int) -> tuple[str, bool]:
+    """Return the body as text with secrets redacted and cut to `keep_bytes`, and whether it was cut.
+
+    Redaction runs before truncation, so a cut can never leave half of a secret behind. A JSON body
+    in which nothing is secret comes back unchanged; one with secrets is written again compactly in
+    its original key order.
+    """
+    if keep_bytes < 0:
+        raise ValueError(f"keep_bytes {keep_bytes} is negative: pass 0 or more")
+
+    text = bytes(body).decode("utf-8", errors="replace")
+    redacted = _redact_json(text)
+    if redacted is None:
+        redacted = redact_text(text)
+    return truncate_utf8(redacted, keep_bytes)
