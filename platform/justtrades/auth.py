@@ -91,3 +91,19 @@ def login_required(view):
         return _reject(401, "login required: log in at /login or send an API key in the X-API-Key header")
 
     return wrapper
+
+
+def entity_debugging_access(view):
+    """Guard the per-entity debugging endpoints, which expose customers' positions.
+
+    They need an admin session or the API key, unless JT_OPEN_ENTITY_DEBUGGING=true restores open access.
+    """
+    guarded = admin_or_api_key_required(view)
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        if current_app.extensions["justtrades"].settings.open_entity_debugging:
+            return view(*args, **kwargs)
+        return guarded(*args, **kwargs)
+
+    return wrapper

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import secrets
 import socket
 import threading
 from typing import Any, Callable, Iterable
@@ -15,6 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import Settings
+from .daemons import ThreadRegistry
 from .db.engine import create_database_engine, create_session_factory
 
 logger = logging.getLogger(__name__)
@@ -42,7 +44,8 @@ class Runtime:
         self.settings = settings
         self.component_settings = dict(component_settings or {})
         self.started_at = dt.datetime.now(dt.timezone.utc)
-        self.instance_id = f"{socket.gethostname()}:{os.getpid()}"
+        # host:pid:nonce; the nonce tells a restarted container process (same pid) from its predecessor.
+        self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
         self.engine: Engine = create_database_engine(settings.database_url)
         self.session_factory: sessionmaker[Session] = create_session_factory(self.engine)
@@ -51,6 +54,7 @@ class Runtime:
         self._stop_callbacks: list[Callable[[], None]] = []
         self._start_callbacks: list[Callable[[], None]] = []
         self.shutdown_event = threading.Event()
+        self.threads = ThreadRegistry(self.component_settings.get("threads"), shutdown_event=self.shutdown_event)
 
     def add_collector(self, name: str, collect: Callable[[], Iterable[Metric]]) -> None:
         """Register a function that builds fresh metric families from a snapshot on every scrape."""
@@ -75,4 +79,5 @@ class Runtime:
                 callback()
             except Exception:
                 logger.exception("shutdown step %r failed; continuing with the others", callback)
+        self.threads.stop_all()
         self.engine.dispose()

@@ -1,0 +1,130 @@
+"""The `justtrades` command: serve, migrate, seed."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from sqlalchemy import select
+
+from .config import ConfigError, Settings
+from .db.engine import create_database_engine, create_session_factory, transaction
+from .db.migrate import upgrade
+from .seed import SeedError, apply_seed, load_seed_file
+
+logger = logging.getLogger("justtrades.cli")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    arguments = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("JT_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(name)s - %(levelname)s - %(message)s",
+    )
+
+    try:
+        settings = Settings.from_environ()
+        return arguments.handler(arguments, settings)
+    except (ConfigError, SeedError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="justtrades", description="Just Trades platform core.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the platform with waitress (a production WSGI server)")
+    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"), help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "5000")), help="TCP port (default $PORT or 5000)")
+    serve.add_argument("--threads", type=int, default=int(os.environ.get("JT_HTTP_THREADS", "16")),
+                       help="HTTP request threads (default $JT_HTTP_THREADS or 16)")
+    serve.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations at start")
+    serve.set_defaults(handler=_serve)
+
+    migrate = commands.add_parser("migrate", help="apply pending database migrations")
+    migrate.set_defaults(handler=_migrate)
+
+    seed = commands.add_parser("seed", help="load accounts, recorders and traders from a YAML file (idempotent)")
+    seed.add_argument("file", type=Path, help="YAML file with the keys accounts, recorders, traders")
+    seed.set_defaults(handler=_seed)
+    return parser
+
+
+def _migrate(arguments, settings: Settings) -> int:
+    engine = create_database_engine(settings.database_url)
+    upgrade(engine)
+    engine.dispose()
+    print(f"database at {_safe_url(engine)} is up to date")
+    return 0
+
+
+def _seed(arguments, settings: Settings) -> int:
+    engine = create_database_engine(settings.database_url)
+    upgrade(engine)
+    document = load_seed_file(arguments.file)
+    with transaction(create_session_factory(engine)) as session:
+        report = apply_seed(session, document)
+    engine.dispose()
+    print(f"seeded {arguments.file}: {report}")
+    return 0
+
+
+def _serve(arguments, settings: Settings) -> int:
+    from .app import create_app
+    from .wsgi import create_server
+
+    if not arguments.no_migrate:
+        engine = create_database_engine(settings.database_url)
+        upgrade(engine)
+        engine.dispose()
+
+    app = create_app(settings)
+    runtime = app.extensions["justtrades"]
+    server = create_server(app, arguments.host, arguments.port, arguments.threads)
+    _print_webhook_urls(runtime, arguments.host, server.effective_port)
+
+    stopping = threading.Event()
+
+    def _stop(signum, _frame):
+        if not stopping.is_set():
+            stopping.set()
+            logger.info("received signal %s; shutting down", signum)
+            server.close()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    logger.info("serving on http://%s:%s", arguments.host, server.effective_port)
+    try:
+        server.run()
+    except OSError:
+        if not stopping.is_set():
+            raise
+    finally:
+        runtime.stop()
+    return 0
+
+
+def _print_webhook_urls(runtime, host: str, port: int) -> None:
+    from .db.models import Recorder
+
+    with runtime.session_factory() as session:
+        recorders = session.execute(select(Recorder.name, Recorder.webhook_token).order_by(Recorder.id)).all()
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    print(f"Just Trades listening on http://{shown_host}:{port}", flush=True)
+    for name, token in recorders:
+        print(f"  webhook for {name}: http://{shown_host}:{port}/webhook/{token}", flush=True)
+
+
+def _safe_url(engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Wires the job store, brokers, executor and worker pool into the runtime."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+
+from ..brokers.paper import PaperBroker
+from .executor import Executor
+from .jobs import JobStore
+from .stats import ExecutionStats, WebhookStats
+from .workers import WorkerPool
+
+logger = logging.getLogger(__name__)
+
+
+def init_app(app, runtime) -> None:
+    settings = runtime.settings
+
+    runtime.execution_stats = ExecutionStats(runtime.registry)
+    runtime.webhook_stats = WebhookStats(runtime.registry)
+    runtime.jobs = JobStore(runtime.session_factory, runtime.instance_id, settings.job_lease_seconds)
+    runtime.brokers = {"paper": PaperBroker(runtime.session_factory, last_price=lambda root: _cached_price(runtime, root))}
+    _add_tradovate(runtime)
+
+    executor = Executor(
+        runtime.session_factory, runtime.jobs, runtime.brokers, runtime.execution_stats, settings.job_max_attempts
+    )
+    runtime.workers = WorkerPool(
+        runtime.jobs, executor.execute, settings.broker_workers, settings.worker_poll_seconds, runtime.shutdown_event
+    )
+    runtime.on_start(runtime.workers.start)
+    runtime.on_stop(runtime.workers.stop)
+
+
+def _add_tradovate(runtime) -> None:
+    try:
+        from ..brokers.tradovate import build_tradovate_broker
+    except ImportError:
+        logger.info("Tradovate adapter not available; accounts with broker 'tradovate' will fail with account_not_found")
+        return
+    runtime.brokers["tradovate"] = build_tradovate_broker(runtime.settings)
+
+
+def _cached_price(runtime, root: str) -> Decimal | None:
+    feed = getattr(runtime, "price_feed", None)
+    if feed is None:
+        return None
+    entry = feed.price_snapshot().get(root)
+    return entry[0] if entry else None

@@ -1,0 +1,198 @@
+"""Run one execution job: at most one broker order per job, whatever crashes or retries happen around it."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from ..brokers.base import AccountRef, BrokerError, FailureReason, OrderRequest, OrderResult
+from ..db.models import Account, ExecutionFailure, ExecutionJob, Order, Recorder, utcnow
+from .jobs import DONE, FAILED, JobStore
+from .stats import ExecutionStats
+
+logger = logging.getLogger(__name__)
+
+ENTRY_SIDES = {"buy": "Buy", "sell": "Sell"}
+RETRY_BASE_SECONDS = 1.0
+RETRY_MAX_SECONDS = 60.0
+
+
+def account_ref(account: Account) -> AccountRef:
+    return AccountRef(
+        id=account.id,
+        name=account.name,
+        broker=account.broker,
+        environment=account.environment,
+        broker_account_id=account.broker_account_id,
+        token_group=account.token_group,
+        access_token=account.access_token,
+    )
+
+
+class Executor:
+    def __init__(self, session_factory, store: JobStore, brokers: dict, stats: ExecutionStats, max_attempts: int):
+        self._session_factory = session_factory
+        self._store = store
+        self._brokers = brokers
+        self._stats = stats
+        self._max_attempts = max_attempts
+
+    def execute(self, job_id: int) -> None:
+        """Claim and run the job; a job another worker holds, or one already finished, is skipped."""
+        job = self._store.claim(job_id)
+        if job is None:
+            return
+
+        try:
+            self._run(job)
+        except BrokerError as error:
+            self._handle_failure(job, error.reason, str(error), permanent=error.permanent, retry_after=error.retry_after)
+        except Exception as error:
+            # A bug must not lose the job: it is retried later and shows in failures with its class.
+            logger.exception("job %s (trader %s) failed with an unexpected error", job.id, job.trader_id)
+            self._handle_failure(job, FailureReason.INTERNAL_ERROR, f"{type(error).__name__}: {error}", permanent=False)
+
+    def _run(self, job: ExecutionJob) -> None:
+        started = time.monotonic()
+        account = self._load_account(job.account_id)
+        broker = self._broker_for(account)
+        ref = account_ref(account)
+
+        # 1. An order row from an earlier attempt means the broker may already have it: look before placing.
+        order = self._existing_order(job.id)
+        if order is not None and order.status in ("placed", "filled"):
+            self._store.finish(job.id, DONE)
+            return
+        if order is not None:
+            found = broker.find_order(ref, order.client_order_id)
+            if found is not None:
+                logger.info("job %s: order %s found at the broker after an earlier attempt", job.id, order.client_order_id)
+                self._complete(job, order.id, found, started)
+                return
+
+        # 2. Work out the order; a close with nothing to close ends the job without one.
+        if order is None:
+            side_quantity = self._side_and_quantity(job, broker, ref)
+            if side_quantity is None:
+                logger.info("job %s: no %s position in %s to close on account %s", job.id, job.action, job.symbol, ref.id)
+                self._store.finish(job.id, DONE, error="nothing to close")
+                return
+            order = self._create_order(job, *side_quantity)
+
+        # 3. Place it. The row written above is what makes a later attempt look before placing again.
+        request = OrderRequest(
+            account=ref,
+            symbol=job.symbol,
+            side=order.side,
+            quantity=order.quantity,
+            client_order_id=order.client_order_id,
+            price=job.price,
+            take_profit=job.take_profit if job.action in ENTRY_SIDES else None,
+            stop_loss=job.stop_loss if job.action in ENTRY_SIDES else None,
+            trader_id=job.trader_id,
+        )
+        result = broker.place_order(request)
+        self._complete(job, order.id, result, started)
+
+    def _side_and_quantity(self, job: ExecutionJob, broker, ref: AccountRef) -> tuple[str, int] | None:
+        if job.action in ENTRY_SIDES:
+            return ENTRY_SIDES[job.action], job.quantity
+
+        net = sum(p.net_pos for p in broker.positions(ref) if p.symbol == job.symbol)
+        if net > 0 and job.action in ("close", "close_long"):
+            return "Sell", net
+        if net < 0 and job.action in ("close", "close_short"):
+            return "Buy", -net
+        return None
+
+    def _create_order(self, job: ExecutionJob, side: str, quantity: int) -> Order:
+        order = Order(
+            job_id=job.id,
+            account_id=job.account_id,
+            trader_id=job.trader_id,
+            client_order_id=job.idempotency_key,
+            symbol=job.symbol,
+            side=side,
+            quantity=quantity,
+            take_profit=job.take_profit,
+            stop_loss=job.stop_loss,
+        )
+        try:
+            with self._session_factory() as session, session.begin():
+                session.add(order)
+        except IntegrityError:
+            # Another attempt wrote it between our read and insert; its row is the one that counts.
+            order = self._existing_order(job.id)
+        return order
+
+    def _complete(self, job: ExecutionJob, order_id: int, result: OrderResult, started: float) -> None:
+        with self._session_factory() as session, session.begin():
+            order = session.get(Order, order_id)
+            order.status = result.status
+            order.broker_order_id = result.broker_order_id
+        self._store.finish(job.id, DONE)
+
+        signal_to_order = (utcnow() - job.signal_received_at).total_seconds()
+        self._stats.record_success(time.monotonic() - started, signal_to_order)
+        logger.info("job %s: order %s %s for trader %s", job.id, result.broker_order_id, result.status, job.trader_id)
+
+    def _handle_failure(self, job, reason: FailureReason, message: str, *, permanent: bool, retry_after=None) -> None:
+        final = permanent or job.attempts >= self._max_attempts
+        self._stats.record_failure(reason, final)
+        self._record_failure(job, reason, message, final)
+
+        if final:
+            self._reject_pending_order(job.id)
+            self._store.finish(job.id, FAILED, error=message)
+            logger.warning("job %s (trader %s) failed for good after %d attempt(s): %s", job.id, job.trader_id, job.attempts, message)
+            return
+
+        delay = min(RETRY_BASE_SECONDS * 2 ** (job.attempts - 1), RETRY_MAX_SECONDS)
+        delay = max(delay, retry_after or 0.0)
+        self._store.retry_later(job.id, delay, message)
+        logger.warning("job %s (trader %s) attempt %d failed, retrying in %.1fs: %s", job.id, job.trader_id, job.attempts, delay, message)
+
+    def _record_failure(self, job: ExecutionJob, reason: FailureReason, message: str, final: bool) -> None:
+        with self._session_factory() as session, session.begin():
+            recorder_name = session.scalar(select(Recorder.name).where(Recorder.id == job.recorder_id))
+            session.add(
+                ExecutionFailure(
+                    job_id=job.id,
+                    recorder_name=recorder_name,
+                    trader_id=job.trader_id,
+                    account_id=job.account_id,
+                    symbol=job.symbol,
+                    action=job.action,
+                    reason=reason.value,
+                    error=message,
+                    permanent=final,
+                )
+            )
+
+    def _reject_pending_order(self, job_id: int) -> None:
+        with self._session_factory() as session, session.begin():
+            order = session.scalars(select(Order).where(Order.job_id == job_id)).one_or_none()
+            if order is not None and order.status == "pending":
+                order.status = "rejected"
+
+    def _existing_order(self, job_id: int) -> Order | None:
+        with self._session_factory() as session:
+            return session.scalars(select(Order).where(Order.job_id == job_id)).one_or_none()
+
+    def _load_account(self, account_id: int) -> Account:
+        with self._session_factory() as session:
+            return session.get(Account, account_id)
+
+    def _broker_for(self, account: Account):
+        try:
+            return self._brokers[account.broker]
+        except KeyError:
+            raise BrokerError(
+                FailureReason.ACCOUNT_NOT_FOUND,
+                f"account {account.id} uses broker {account.broker!r}, which is not configured; "
+                f"use one of {', '.join(sorted(self._brokers))}",
+                permanent=True,
+            ) from None

@@ -1,0 +1,143 @@
+"""Durable execution jobs: claimed atomically, leased, retried at a time moved forward, finished once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..db.models import ExecutionJob, utcnow
+
+logger = logging.getLogger(__name__)
+
+QUEUED = "queued"
+RUNNING = "running"
+DONE = "done"
+FAILED = "failed"
+
+
+class JobStore:
+    def __init__(self, session_factory: sessionmaker[Session], instance_id: str, lease_seconds: float):
+        self._session_factory = session_factory
+        self.instance_id = instance_id
+        self._lease = dt.timedelta(seconds=lease_seconds)
+
+    def claim(self, job_id: int, now: dt.datetime | None = None) -> ExecutionJob | None:
+        """Claim one job for this process; None when another worker or replica holds it, or it is finished.
+
+        The conditional update must change exactly one row: that is the whole claim, with no read-then-write race.
+        """
+        now = now or utcnow()
+        claimable = or_(
+            and_(ExecutionJob.status == QUEUED, ExecutionJob.next_attempt_at <= now),
+            and_(ExecutionJob.status == RUNNING, ExecutionJob.lease_expires_at < now),
+        )
+        statement = (
+            update(ExecutionJob)
+            .where(ExecutionJob.id == job_id, claimable)
+            .values(
+                status=RUNNING,
+                claimed_by=self.instance_id,
+                lease_expires_at=now + self._lease,
+                attempts=ExecutionJob.attempts + 1,
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+        with self._session_factory() as session, session.begin():
+            if session.execute(statement).rowcount != 1:
+                return None
+            return session.get(ExecutionJob, job_id)
+
+    def finish(self, job_id: int, status: str, error: str | None = None) -> None:
+        with self._session_factory() as session, session.begin():
+            session.execute(
+                update(ExecutionJob)
+                .where(ExecutionJob.id == job_id, ExecutionJob.claimed_by == self.instance_id)
+                .values(status=status, last_error=error, finished_at=utcnow(), lease_expires_at=None)
+            )
+
+    def retry_later(self, job_id: int, delay_seconds: float, error: str) -> None:
+        """Put the job back in the queue at a later time, so a failing job cannot spin in a hot loop."""
+        with self._session_factory() as session, session.begin():
+            session.execute(
+                update(ExecutionJob)
+                .where(ExecutionJob.id == job_id, ExecutionJob.claimed_by == self.instance_id)
+                .values(
+                    status=QUEUED,
+                    last_error=error,
+                    next_attempt_at=utcnow() + dt.timedelta(seconds=delay_seconds),
+                    lease_expires_at=None,
+                )
+            )
+
+    def due_jobs(self, limit: int, now: dt.datetime | None = None) -> list[tuple[int, int, str]]:
+        """Return (id, account id, symbol) of jobs to run now: queued and due, or running with a lapsed lease."""
+        now = now or utcnow()
+        with self._session_factory() as session:
+            rows = session.execute(
+                select(ExecutionJob.id, ExecutionJob.account_id, ExecutionJob.symbol)
+                .where(
+                    or_(
+                        and_(ExecutionJob.status == QUEUED, ExecutionJob.next_attempt_at <= now),
+                        and_(ExecutionJob.status == RUNNING, ExecutionJob.lease_expires_at < now),
+                    )
+                )
+                .order_by(ExecutionJob.id)
+                .limit(limit)
+            ).all()
+        return [tuple(row) for row in rows]
+
+    def release_dead_local_claims(self) -> int:
+        """Expire the leases of jobs claimed by processes of this host that no longer exist.
+
+        After a crash and restart on one machine this resumes the jobs at once instead of after the lease.
+        """
+        host = socket.gethostname()
+        with self._session_factory() as session, session.begin():
+            claims = session.execute(
+                select(ExecutionJob.claimed_by)
+                .where(ExecutionJob.status == RUNNING, ExecutionJob.claimed_by.like(f"{host}:%"))
+                .distinct()
+            ).scalars()
+            dead = [claim for claim in claims if claim != self.instance_id and not _claimant_alive(claim)]
+            if not dead:
+                return 0
+
+            result = session.execute(
+                update(ExecutionJob)
+                .where(ExecutionJob.status == RUNNING, ExecutionJob.claimed_by.in_(dead))
+                .values(lease_expires_at=utcnow() - dt.timedelta(seconds=1))
+            )
+        logger.warning("released %d job(s) claimed by dead processes %s", result.rowcount, ", ".join(dead))
+        return result.rowcount
+
+    def queue_size(self) -> int:
+        """Jobs waiting or running; uses the (status, next_attempt_at) index, never a full scan."""
+        with self._session_factory() as session:
+            return session.scalar(
+                select(func.count()).select_from(ExecutionJob).where(ExecutionJob.status.in_((QUEUED, RUNNING)))
+            )
+
+
+def _claimant_alive(claimed_by: str) -> bool:
+    """Tell whether the process named by a host:pid:nonce claim on this host still runs."""
+    try:
+        pid = int(claimed_by.split(":")[1])
+    except (IndexError, ValueError):
+        return True  # not a claim format we know: leave it to the lease
+
+    if pid == os.getpid():
+        return False  # our pid with another nonce: a previous process in a restarted container
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

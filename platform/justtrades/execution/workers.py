@@ -1,0 +1,151 @@
+"""A supervised pool of broker worker threads fed by an in-process queue and by the job table."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+from typing import Callable, Hashable
+
+from .jobs import JobStore
+
+logger = logging.getLogger(__name__)
+
+WorkItem = tuple[int, Hashable]  # (job id, lane key)
+
+
+class Lanes:
+    """Serialises jobs that share a key (account and contract), keeping their queue order.
+
+    A worker that finds its job's lane busy parks the job behind the running one instead of waiting, and the worker
+    that finishes a lane runs what was parked there next. So orders for one account and symbol never overlap.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._parked: dict[Hashable, collections.deque[int]] = {}
+
+    def enter(self, key: Hashable, job_id: int) -> bool:
+        """Return True when the lane was free and the caller now owns it; False when the job was parked."""
+        with self._lock:
+            if key in self._parked:
+                self._parked[key].append(job_id)
+                return False
+            self._parked[key] = collections.deque()
+            return True
+
+    def leave(self, key: Hashable) -> int | None:
+        """Return the next parked job of the lane (the caller keeps the lane), or None and free the lane."""
+        with self._lock:
+            parked = self._parked[key]
+            if parked:
+                return parked.popleft()
+            del self._parked[key]
+            return None
+
+    def abandon(self, key: Hashable) -> list[int]:
+        """Free the lane of a worker that is dying and return its parked jobs, to be queued again."""
+        with self._lock:
+            return list(self._parked.pop(key, ()))
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        store: JobStore,
+        execute: Callable[[int], None],
+        size: int,
+        poll_seconds: float,
+        shutdown: threading.Event,
+    ):
+        self._store = store
+        self._execute = execute
+        self.size = size
+        self._poll_seconds = poll_seconds
+        self._shutdown = shutdown
+
+        self._queue: queue.Queue[WorkItem] = queue.Queue()
+        self._lanes = Lanes()
+        # Ids in the in-process queue or running, so the table poll does not queue them a second time.
+        self._in_flight: set[int] = set()
+        self._in_flight_lock = threading.Lock()
+
+        self._workers: list[threading.Thread] = []
+        self._supervisor: threading.Thread | None = None
+        self.restarts = 0
+
+    def submit(self, job_id: int, account_id: int, symbol: str) -> None:
+        with self._in_flight_lock:
+            if job_id in self._in_flight:
+                return
+            self._in_flight.add(job_id)
+        self._queue.put((job_id, (account_id, symbol)))
+
+    def start(self) -> None:
+        self._store.release_dead_local_claims()
+        self._workers = [self._spawn(index) for index in range(self.size)]
+        self._supervisor = threading.Thread(target=self._supervise, name="broker-supervisor", daemon=True)
+        self._supervisor.start()
+        logger.info("broker worker pool started with %d workers", self.size)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._shutdown.set()
+        for thread in [*self._workers, self._supervisor]:
+            if thread is not None:
+                thread.join(timeout)
+
+    def workers_alive(self) -> int:
+        return sum(1 for thread in self._workers if thread.is_alive())
+
+    def _spawn(self, index: int) -> threading.Thread:
+        thread = threading.Thread(target=self._work, name=f"broker-worker-{index}", daemon=True)
+        thread.start()
+        return thread
+
+    def _work(self) -> None:
+        while not self._shutdown.is_set():
+            try:
+                job_id, key = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+
+            if self._lanes.enter(key, job_id):
+                self._run_lane(key, job_id)
+
+    def _run_lane(self, key: Hashable, job_id: int | None) -> None:
+        while job_id is not None:
+            try:
+                self._execute(job_id)
+            except Exception:
+                logger.exception("job %s: executor raised; the job stays in the table for the next poll", job_id)
+            except BaseException:
+                # The thread is going down: hand the lane's parked jobs back so the other workers run them.
+                self._forget(job_id)
+                for parked in self._lanes.abandon(key):
+                    self._forget(parked)
+                raise
+            self._forget(job_id)
+            job_id = self._lanes.leave(key)
+
+    def _forget(self, job_id: int) -> None:
+        with self._in_flight_lock:
+            self._in_flight.discard(job_id)
+
+    def _supervise(self) -> None:
+        """Replace dead workers and queue jobs from the table: due retries, orphans and work left by a restart."""
+        while not self._shutdown.wait(self._poll_seconds):
+            self._replace_dead_workers()
+            try:
+                for job_id, account_id, symbol in self._store.due_jobs(limit=500):
+                    self.submit(job_id, account_id, symbol)
+            except Exception:
+                logger.exception("polling the job table failed; retrying in %.1fs", self._poll_seconds)
+
+    def _replace_dead_workers(self) -> None:
+        for index, thread in enumerate(self._workers):
+            if thread.is_alive() or self._shutdown.is_set():
+                continue
+            self.restarts += 1
+            logger.error("broker worker %s died; starting a replacement (restart %d)", thread.name, self.restarts)
+            self._workers[index] = self._spawn(index)
