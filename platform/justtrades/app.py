@@ -18,6 +18,7 @@ COMPONENTS = (
     "justtrades.execution.component",
     "justtrades.webhooks.views",
     "justtrades.monitoring.views",
+    "justtrades.accounts.component",
 )
 
 

@@ -308,5 +308,34 @@ class LossBreach(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+
+class LoginFailure(Base):
+    """One failed login, keyed by account or client address; login throttling counts these within a window.
+
+    The key is a SHA-256 digest, so a password typed into the email field never lands in the table.
+    """
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_scope_key_hash_failed_at", "scope", "key_hash", "failed_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(16))  # "account" or "address"
+    key_hash: Mapped[str] = mapped_column(String(64))
+    failed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class WhopSyncState(Base):
+    """The single row (id 1) that records the last Whop sync, shared by every replica."""
+
+    __tablename__ = "whop_sync_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_run_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # last successful run
+    last_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_synced: Mapped[int] = mapped_column(Integer, default=0)
+    last_resent: Mapped[int] = mapped_column(Integer, default=0)
+    last_instance: Mapped[str | None] = mapped_column(String(128))
+
 Index("ix_raw_webhooks_received_at", RawWebhook.received_at)
 Index("ix_webhook_activity_created_at", WebhookActivity.created_at)

@@ -1,0 +1,88 @@
+"""Failed-login throttling per account and per client address, stored in the database.
+
+The failures live in the `login_failures` table, so every thread and every replica sharing the database sees
+the same counts. A key is throttled once it has `max_failures` failures inside the sliding window; the
+Retry-After value is the time until the oldest of those failures leaves the window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import logging
+import math
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..db.engine import transaction
+from ..db.models import LoginFailure
+
+logger = logging.getLogger(__name__)
+
+ACCOUNT = "account"
+ADDRESS = "address"
+
+
+@dataclasses.dataclass(frozen=True)
+class Throttle:
+    """A refusal: which scope hit its limit and how many seconds until one more attempt is allowed."""
+
+    scope: str
+    retry_after_seconds: int
+
+
+def _key_hash(scope: str, key: str) -> str:
+    return hashlib.sha256(f"{scope}:{key}".encode()).hexdigest()
+
+
+class LoginThrottle:
+    def __init__(self, session_factory: sessionmaker[Session], *, max_failures: int, window_seconds: float):
+        self._session_factory = session_factory
+        self.max_failures = max_failures
+        self.window = dt.timedelta(seconds=window_seconds)
+
+    def check(self, account_key: str, address: str, now: dt.datetime) -> Throttle | None:
+        """Return a Throttle when the account or the address has too many recent failures, else None."""
+        with self._session_factory() as session:
+            for scope, key in ((ACCOUNT, account_key), (ADDRESS, address)):
+                retry_after = self._retry_after(session, scope, key, now)
+                if retry_after is not None:
+                    return Throttle(scope, retry_after)
+        return None
+
+    def record_failure(self, account_key: str, address: str, now: dt.datetime) -> None:
+        """Store one failure for the account and one for the address, and drop rows older than the window."""
+        with transaction(self._session_factory) as session:
+            session.add(LoginFailure(scope=ACCOUNT, key_hash=_key_hash(ACCOUNT, account_key), failed_at=now))
+            session.add(LoginFailure(scope=ADDRESS, key_hash=_key_hash(ADDRESS, address), failed_at=now))
+            session.execute(delete(LoginFailure).where(LoginFailure.failed_at < now - self.window))
+
+    def clear_account(self, account_key: str) -> None:
+        """Forget an account's failures after a successful login; the address keeps its count."""
+        with transaction(self._session_factory) as session:
+            session.execute(
+                delete(LoginFailure).where(
+                    LoginFailure.scope == ACCOUNT, LoginFailure.key_hash == _key_hash(ACCOUNT, account_key)
+                )
+            )
+
+    def _retry_after(self, session: Session, scope: str, key: str, now: dt.datetime) -> int | None:
+        since = now - self.window
+        recent = (
+            select(LoginFailure.failed_at)
+            .where(LoginFailure.scope == scope, LoginFailure.key_hash == _key_hash(scope, key))
+            .where(LoginFailure.failed_at > since)
+        )
+        count = session.scalar(select(func.count()).select_from(recent.subquery()))
+        if count < self.max_failures:
+            return None
+
+        # The count drops below the limit once the oldest (count - max_failures + 1) failures leave the window,
+        # so the last of those, at offset count - max_failures in age order, sets Retry-After.
+        expiring = session.scalars(
+            recent.order_by(LoginFailure.failed_at).offset(count - self.max_failures).limit(1)
+        ).first()
+        seconds = (expiring + self.window - now).total_seconds()
+        return max(1, math.ceil(seconds))
