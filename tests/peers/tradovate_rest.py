@@ -209,7 +209,10 @@ class TradovatePeer:
         handler = type("TradovatePeerHandler", (_Handler,), {"peer": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="tradovate-peer", daemon=True)
+        # A short poll interval keeps stop() quick; serve_forever checks for shutdown at each poll.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="tradovate-peer", daemon=True
+        )
         self._thread.start()
         return self.url
 
