@@ -51,6 +51,9 @@ class Runtime:
         self.session_factory: sessionmaker[Session] = create_session_factory(self.engine)
         self.registry = CollectorRegistry(auto_describe=False)
 
+        # The time of arrival of webhooks; tests replace it to replay alerts at a fixed moment.
+        self.clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
+
         self._stop_callbacks: list[Callable[[], None]] = []
         self._start_callbacks: list[Callable[[], None]] = []
         self.shutdown_event = threading.Event()

@@ -7,7 +7,6 @@ import time
 
 from flask import Blueprint, current_app, jsonify, request
 
-from ..db.models import utcnow
 from .ingest import Delivery, WebhookIngestor
 
 logger = logging.getLogger(__name__)
@@ -24,7 +23,7 @@ def init_app(app, runtime) -> None:
 def receive_webhook(token: str):
     runtime = current_app.extensions["justtrades"]
     started = time.monotonic()
-    delivery = _read_delivery(token, runtime.settings.webhook_max_body_bytes, started)
+    delivery = _read_delivery(token, runtime.settings.webhook_max_body_bytes, started, runtime.clock())
 
     try:
         result = runtime.webhooks.ingest(delivery)
@@ -45,7 +44,7 @@ def receive_webhook(token: str):
     return response
 
 
-def _read_delivery(token: str, limit: int, started: float) -> Delivery:
+def _read_delivery(token: str, limit: int, started: float, received_at) -> Delivery:
     """Read at most limit + 1 bytes, so an oversized body is detected without buffering all of it."""
     body = request.stream.read(limit + 1)
     too_large = len(body) > limit or (request.content_length or 0) > limit
@@ -58,6 +57,6 @@ def _read_delivery(token: str, limit: int, started: float) -> Delivery:
         too_large=too_large,
         content_type=request.content_type,
         source_ip=request.remote_addr,
-        received_at=utcnow(),
+        received_at=received_at,
         started=started,
     )
