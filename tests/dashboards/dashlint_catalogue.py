@@ -75,7 +75,8 @@ def load_catalogue(path: Path = CATALOGUE_PATH) -> Catalogue:
             continue
 
         row = dict(zip(header, cells))
-        producer = row.get("producer", "exporter")
+        # The producer cell may carry a note after the word: "platform-only (prometheus_client ...)".
+        producer = row.get("producer", "exporter").split()[0]
         for name in re.findall(r"`([A-Za-z_:][A-Za-z0-9_:]*\*?)`", row["metric"]):
             entries.append(CatalogueEntry(name, row["type"], producer, row.get("labels", "")))
     return Catalogue(entries)

@@ -1,0 +1,254 @@
+"""Run every panel query of every dashboard against a real Prometheus that scrapes a running platform.
+
+One platform server (`justtrades serve` with the demo data), the standalone exporter polling it, and
+/usr/bin/prometheus scraping both every second. Webhook traffic goes in while Prometheus scrapes, so counters
+move and the histograms fill. Each query then runs with the dashboard variables replaced as Grafana would:
+it must parse, return at least one finite value, and carry every label its legend names.
+
+A query is run once per producer that has all of its metrics: against the platform job (`justtrades`) and,
+when every metric is part of the contract, against the exporter job (`justtrades-exporter`) too.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+import time
+
+import pytest
+
+from dashlint_catalogue import PROMETHEUS_SERIES, iter_targets, load_catalogue, load_dashboards
+from dashlint_promql import scan
+from prometheus_server import PrometheusServer, prometheus_binary
+
+ON_CI = os.environ.get("CI", "").lower() == "true"
+PLATFORM_JOB = "justtrades"
+EXPORTER_JOB = "justtrades-exporter"
+QUERY_WINDOW_SECONDS = 20
+
+# Grafana's built-in variables, with values that suit a one-second scrape interval.
+BUILTIN_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1s", "$__range": "5m"}
+
+# Metrics that have no sample until a subsystem holds state the test platform cannot have. Their queries are
+# skipped, not failed, and only while the metric is really absent from the scraped job.
+STATEFUL_METRICS = {
+    "justtrades_price": "no TradingView feed runs in the test platform, so no symbol has a cached price",
+    "justtrades_price_last_update_timestamp_seconds":
+        "no TradingView feed runs in the test platform, so no symbol has a cached price",
+    "justtrades_tradingview_last_message_timestamp_seconds":
+        "no TradingView feed runs in the test platform, so no message ever arrived",
+    "justtrades_position_monitor_last_message_timestamp_seconds":
+        "the demo accounts are paper accounts, so the Tradovate position monitor never hears a message",
+    "justtrades_account_token_earliest_expiry_timestamp_seconds":
+        "the demo accounts are paper accounts and hold no broker token",
+    "justtrades_whop_sync_last_run_timestamp_seconds": "no Whop API is configured, so the sync never ran",
+    "justtrades_paper_last_close_timestamp_seconds": "no paper trade was closed during the test",
+}
+
+# The probe alert fires at once for every scraped producer, so the ALERTS panels have a series to show. It
+# keeps the job and instance labels, as the dashboards' ALERTS selectors require.
+PROBE_RULES = [{
+    "name": "dashboard-probe",
+    "rules": [{
+        "alert": "DashboardQueryProbe",
+        "expr": "justtrades_up >= 0",
+        "labels": {"severity": "info"},
+        "annotations": {"summary": "Always firing, so the dashboard tests see an ALERTS series."},
+    }],
+}]
+
+DEMO_WEBHOOKS = [
+    ("demo-nq-7f3a9c2e41b8d605", '{"action":"buy","ticker":"NQZ6","price":21500.00}'),
+    ("demo-es-2b6d0e9a73c4f158", '{"action":"sell","ticker":"ESZ6","price":6120.50}'),
+    ("demo-gc-91e5c7a02d4b6f83", '{"action":"buy","ticker":"GCZ6","price":2945.30}'),
+    ("demo-nq-7f3a9c2e41b8d605", '{"action":"closelong","ticker":"NQZ6","price":21510.00}'),
+    ("no-such-recorder-token", '{"action":"buy","ticker":"NQZ6","price":21500.00}'),
+    ("demo-es-2b6d0e9a73c4f158", "this is not an alert"),
+]
+
+
+def require(available: bool, what: str) -> None:
+    """Skip when a component is missing, except on CI (CI=true), where a missing component is a failure."""
+    if available:
+        return
+    if ON_CI:
+        pytest.fail(f"{what} is required on CI (CI=true) but is not available", pytrace=False)
+    pytest.skip(f"{what} is not available")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Which query runs against which producer
+
+
+def _producers(expr: str, catalogue) -> set[str]:
+    """Return the jobs whose producer has every metric of `expr`."""
+    jobs = {PLATFORM_JOB, EXPORTER_JOB}
+    for selector in scan(expr).selectors:
+        if selector.name in PROMETHEUS_SERIES:
+            continue
+        producer = catalogue.lookup(selector.name).producer
+        if producer == "platform-only":
+            jobs.discard(EXPORTER_JOB)
+        elif producer == "exporter":
+            jobs.discard(PLATFORM_JOB)
+    return jobs
+
+
+def _cases():
+    catalogue = load_catalogue()
+    for file_name, board in load_dashboards().items():
+        for panel, target in iter_targets(board):
+            for job in sorted(_producers(target["expr"], catalogue)):
+                case_id = f"{file_name}:{panel['title']}:{target['refId']}@{job}"
+                yield pytest.param(panel, target, job, id=case_id)
+
+
+def substitute(expr: str, job: str) -> str:
+    """Replace the dashboard variables the way Grafana would, with `job` selected and every instance."""
+    for name, value in BUILTIN_VARIABLES.items():
+        expr = expr.replace(name, value)
+    expr = expr.replace("${datasource}", "").replace("$datasource", "")
+    expr = expr.replace("$instance", ".*")
+    # Job names are plain words and dashes, which a regex matches literally.
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", job), job
+    return expr.replace("$job", job)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The running stack
+
+
+class InProcessExporter:
+    """The standalone exporter's WSGI server on a free loopback port, in a thread of the test process."""
+
+    def __init__(self, platform_url: str, api_key: str):
+        from justtrades_exporter.server import Exporter, ExporterSettings, create_server
+
+        self.exporter = Exporter(ExporterSettings(platform_url=platform_url, api_key=api_key))
+        self.server = create_server(self.exporter, "127.0.0.1", 0)
+        self.address = f"127.0.0.1:{self.server.effective_port}"
+        self.thread = threading.Thread(target=self.server.run, name="test-exporter", daemon=True)
+
+    def start(self) -> "InProcessExporter":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.close()
+        self.exporter.close()
+        self.thread.join(timeout=10)
+
+
+def _start_exporter(platform_server):
+    try:
+        return InProcessExporter(platform_server.url, platform_server.api_key).start()
+    except ImportError:
+        return None
+
+
+def _post_traffic(platform_server) -> None:
+    for token, body in DEMO_WEBHOOKS:
+        response = platform_server.post_webhook(token, body)
+        assert response.status_code < 500, (token, response.status_code, response.text)
+
+
+class LiveStack:
+    def __init__(self, prometheus: PrometheusServer, exporter_running: bool, scraped_names: dict[str, set[str]]):
+        self.prometheus = prometheus
+        self.exporter_running = exporter_running
+        self.scraped_names = scraped_names
+
+
+@pytest.fixture(scope="module")
+def live_stack(shared_platform_server, tmp_path_factory):
+    binary = prometheus_binary()
+    require(binary is not None, "the prometheus binary (/usr/bin/prometheus)")
+
+    exporter = _start_exporter(shared_platform_server)
+    targets = {PLATFORM_JOB: shared_platform_server.url.removeprefix("http://").rstrip("/")}
+    if exporter is not None:
+        targets[EXPORTER_JOB] = exporter.address
+
+    prometheus = PrometheusServer(binary, tmp_path_factory.mktemp("prometheus"), targets, PROBE_RULES).start()
+    try:
+        # Counters need a sample before and after the traffic for rate() to see it.
+        prometheus.wait_for(f'count_over_time(up{{job="{PLATFORM_JOB}"}}[1m]) >= 3', 30, "three scrapes")
+        _post_traffic(shared_platform_server)
+        prometheus.wait_for(f'sum(justtrades_signal_to_order_seconds_count{{job="{PLATFORM_JOB}"}}) > 0', 30,
+                            "the broker workers to execute the demo signals")
+        time.sleep(3)  # a few scrapes after the last execution, so every rate has two samples
+        prometheus.wait_for('ALERTS{alertname="DashboardQueryProbe", alertstate="firing"}', 30, "the probe alert")
+
+        scraped = {job: _scraped_names(prometheus, job) for job in targets}
+        yield LiveStack(prometheus, exporter is not None, scraped)
+    finally:
+        prometheus.stop()
+        if exporter is not None:
+            exporter.stop()
+
+
+def _scraped_names(prometheus: PrometheusServer, job: str) -> set[str]:
+    series = prometheus.instant(f'group by (__name__) ({{job="{job}"}})')
+    return {item["metric"]["__name__"] for item in series}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The tests
+
+
+def _finite_values(result: list[dict]) -> list[float]:
+    values = []
+    for series in result:
+        points = series.get("values") or [series["value"]]
+        values.extend(float(value) for _, value in points if math.isfinite(float(value)))
+    return values
+
+
+def _run(prometheus: PrometheusServer, expr: str, instant: bool) -> dict:
+    if instant:
+        return prometheus.api("query", query=expr)
+    end = time.time()
+    return prometheus.api("query_range", query=expr, start=end - QUERY_WINDOW_SECONDS, end=end, step=1)
+
+
+def _skip_when_state_missing(stack: LiveStack, expr: str, job: str) -> None:
+    names = {selector.name for selector in scan(expr).selectors} - PROMETHEUS_SERIES
+    absent = sorted(names - stack.scraped_names[job])
+    unexplained = [name for name in absent if name not in STATEFUL_METRICS]
+    assert not unexplained, f"job {job} exposes none of {unexplained}"
+    if absent:
+        pytest.skip(f"{absent[0]} has no sample: {STATEFUL_METRICS[absent[0]]}")
+
+
+@pytest.mark.parametrize("panel, target, job", list(_cases()))
+def test_panel_query_returns_data(live_stack, panel, target, job):
+    if job == EXPORTER_JOB:
+        require(live_stack.exporter_running, "the justtrades_exporter package")
+
+    expr = substitute(target["expr"], job)
+    document = _run(live_stack.prometheus, expr, target.get("instant", False))
+
+    assert document.get("status") == "success", f"{expr}: {document.get('error')}"
+    result = document["data"]["result"]
+    if not result:
+        _skip_when_state_missing(live_stack, target["expr"], job)
+    assert result, f"no series for {expr}"
+    assert _finite_values(result), f"only NaN or infinite values for {expr}"
+
+    for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")):
+        assert all(label in series["metric"] for series in result), f"legend label {label} missing from {expr}"
+
+
+def test_substitute_replaces_every_variable():
+    expr = 'rate(a{job=~"$job", instance=~"$instance"}[$__rate_interval]) + b[$__range] + c[$__interval]'
+    assert substitute(expr, "justtrades-exporter") == (
+        'rate(a{job=~"justtrades-exporter", instance=~".*"}[1m]) + b[5m] + c[1s]'
+    )
+
+
+def test_every_dashboard_query_has_a_case():
+    targets = sum(1 for board in load_dashboards().values() for _ in iter_targets(board))
+    queried = {case.id.rsplit("@", 1)[0] for case in _cases()}
+    assert len(queried) == targets
