@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
-# TODO: drop this once the pytest configuration puts the repository root on sys.path (pythonpath = ["."]);
-# the peers are imported as the package `tests.peers`, as `python -m tests.peers.tradovate_rest` runs them.
-_REPOSITORY_ROOT = str(Path(__file__).resolve().parents[2])
-if _REPOSITORY_ROOT not in sys.path:
-    sys.path.insert(0, _REPOSITORY_ROOT)
-
-from justtrades.brokers.base import AccountRef  # noqa: E402
-from justtrades.brokers.tradovate import TradovateBroker  # noqa: E402
-from justtrades.brokers.tradovate_auth import TokenManager, TradovateCredentials  # noqa: E402
-from tests.peers.tradovate_rest import DEFAULT_ACCOUNTS, DEFAULT_USERS, TradovatePeer  # noqa: E402
+from justtrades.brokers.base import AccountRef
+from justtrades.brokers.tradovate import TradovateBroker
+from justtrades.brokers.tradovate_auth import TokenManager, TradovateCredentials
+from tests.peers.tradovate_rest import DEFAULT_ACCOUNTS, DEFAULT_USERS, TradovatePeer
 
 USER_NAME, USER_PASSWORD = next(iter(DEFAULT_USERS.items()))
 BROKER_ACCOUNT_ID = DEFAULT_ACCOUNTS[0]["id"]
-API_SECRET = "peer-api-secret-do-not-log"
 
 
 class FakeClock:
@@ -42,8 +33,9 @@ class FakeClock:
 
 
 @pytest.fixture
-def peer():
-    with TradovatePeer() as server:
+def peer(clock):
+    # The peer shares the test's clock, so token expiry and penalty waits move when the test advances it.
+    with TradovatePeer(clock=lambda: clock().timestamp()) as server:
         yield server
 
 
@@ -56,7 +48,7 @@ def credentials():
             app_id="JustTradesTests",
             app_version="1.0",
             cid=4242,
-            sec=API_SECRET,
+            sec="peer-api-secret-do-not-log",
             device_id="tests-device",
         )
     }

@@ -99,9 +99,7 @@ def test_423_is_rate_limit_too(broker, peer, account):
     assert caught.value.retry_after == 5
 
 
-def test_penalty_ticket_is_resent_with_order(broker, peer, account):
-    import time
-
+def test_penalty_ticket_is_resent_with_order(broker, peer, account, clock):
     peer.inject("/order/placeorder", Fault.penalty(p_time=0.2))
     request = market_order(account)
 
@@ -112,7 +110,7 @@ def test_penalty_ticket_is_resent_with_order(broker, peer, account):
     assert caught.value.retry_after == pytest.approx(1.0)  # p-time, raised to the one-second floor
     assert peer.snapshot_orders() == []
 
-    time.sleep(0.3)
+    clock.advance(seconds=0.3)
     result = broker.place_order(request)
 
     [logged] = peer.snapshot_orders()

@@ -34,7 +34,7 @@ from decimal import Decimal, InvalidOperation
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 API_PREFIX = "/v1"
@@ -172,6 +172,7 @@ class TradovatePeer:
         accounts: tuple[dict, ...] | list[dict] | None = None,
         contracts: dict[str, tuple[int, str, str]] | None = None,
         token_lifetime_seconds: float = 80 * 60,
+        clock: Callable[[], float] = time.time,
     ):
         self.latency_seconds = latency_ms / 1000
         self.order_log_path = Path(order_log) if order_log else None
@@ -183,6 +184,8 @@ class TradovatePeer:
             for name, (cid, tick, price) in (contracts or DEFAULT_CONTRACTS).items()
         }
         self.token_lifetime_seconds = token_lifetime_seconds
+        # Epoch seconds for token expiry, penalties and timestamps; tests pass a settable clock.
+        self._clock = clock
 
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -231,6 +234,9 @@ class TradovatePeer:
     def __exit__(self, *exc_info) -> None:
         self.stop()
 
+    def _now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self._clock(), dt.timezone.utc)
+
     @property
     def port(self) -> int:
         return self._server.server_address[1]
@@ -251,7 +257,11 @@ class TradovatePeer:
         """Let every token issued so far expire now; renewing them is refused too, as at Tradovate."""
         with self._lock:
             for token in self._tokens.values():
-                token["expires_at"] = time.time() - 1
+                token["expires_at"] = self._clock() - 1
+
+    def issue_token(self, user: str) -> str:
+        """Return a fresh access token for `user`, as an OAuth login would store on an account row."""
+        return self._new_token(user)["accessToken"]
 
     def set_price(self, symbol: str, price: str | Decimal) -> None:
         with self._lock:
@@ -365,7 +375,7 @@ class TradovatePeer:
     def _issue_penalty(self, path: str, fault: Fault) -> Answer:
         ticket = secrets.token_hex(8)
         with self._lock:
-            self._penalties[path] = {"ticket": ticket, "not_before": time.time() + fault.p_time, "fault": fault}
+            self._penalties[path] = {"ticket": ticket, "not_before": self._clock() + fault.p_time, "fault": fault}
         return Answer(200, {"p-ticket": ticket, "p-time": fault.p_time, "p-captcha": fault.captcha})
 
     def _penalty_answer(self, path: str, payload) -> Answer | None:
@@ -376,7 +386,7 @@ class TradovatePeer:
                 return None
 
             sent_ticket = payload.get("p-ticket") if isinstance(payload, dict) else None
-            remaining = penalty["not_before"] - time.time()
+            remaining = penalty["not_before"] - self._clock()
             if sent_ticket == penalty["ticket"] and remaining <= 0:
                 del self._penalties[path]
                 return None
@@ -395,13 +405,13 @@ class TradovatePeer:
             return None
         with self._lock:
             token = self._tokens.get(authorization[len("Bearer "):])
-            if token is None or token["expires_at"] <= time.time():
+            if token is None or token["expires_at"] <= self._clock():
                 return None
             return token["user"]
 
     def _new_token(self, user: str) -> dict:
         token = secrets.token_urlsafe(24)
-        expires_at = time.time() + self.token_lifetime_seconds
+        expires_at = self._clock() + self.token_lifetime_seconds
         with self._lock:
             self._tokens[token] = {"user": user, "expires_at": expires_at}
         return {
@@ -542,7 +552,7 @@ class TradovatePeer:
 
     def _record_order(self, account: dict, symbol: str, entry: dict, client_order_id: str | None) -> int:
         """Create the command, order, version and, for a market order, the fill and position change."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = self._now()
         contract = self.contracts[symbol]
         order_id = next(self._ids)
         self.orders[order_id] = {
@@ -576,7 +586,7 @@ class TradovatePeer:
             "id": order_id,
             "accountId": account["id"],
             "contractId": self.contracts[symbol]["id"],
-            "timestamp": _iso(dt.datetime.now(dt.timezone.utc)),
+            "timestamp": _iso(self._now()),
             "action": leg["action"],
             "ordStatus": "Working",
             "parentId": parent_id,
@@ -651,7 +661,7 @@ class TradovatePeer:
             "brackets": [payload[key] for key in ("bracket1", "bracket2") if payload.get(key)],
             "bracketOrderIds": bracket_ids,
             "pTicket": "p-ticket" in payload,
-            "at": _iso(dt.datetime.now(dt.timezone.utc)),
+            "at": _iso(self._now()),
         }
         self.order_log.append(entry)
         if self.order_log_path is not None:

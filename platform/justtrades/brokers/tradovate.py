@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any, Callable, Mapping
 
 from .base import AccountRef, BrokerError, BrokerPosition, FailureReason, OrderRequest, OrderResult
-from .tradovate_auth import TokenManager, load_credentials_from_environ
+from .tradovate_auth import TokenManager, load_credentials_from_environ, token_group_key
 from .tradovate_http import (
     DEMO_URL,
     LIVE_URL,
@@ -52,6 +52,11 @@ _EXPIRED_TOKEN = re.compile(r"expired.*(token|session|access)|(token|session|acc
 
 def default_base_urls(demo_url: str = DEMO_URL) -> dict[str, str]:
     return {"demo": demo_url.rstrip("/"), "live": LIVE_URL}
+
+
+def build_tradovate_broker(settings, environ: Mapping[str, str] | None = None) -> "TradovateBroker":
+    """Build the adapter and its token manager from Settings and JT_TRADOVATE_CREDENTIALS_FILE."""
+    return TradovateBroker.from_settings(settings, environ)
 
 
 def classify_order_failure(failure_reason: str | None, failure_text: str | None) -> FailureReason:
@@ -532,8 +537,7 @@ class TradovateBroker:
 
     @staticmethod
     def _token_group(account: AccountRef) -> str:
-        # Accounts without a group share nothing: each gets its own token slot.
-        return account.token_group or f"account-{account.id}"
+        return token_group_key(account.token_group, account.access_token, account.id)
 
     @staticmethod
     def _require_broker_account(account: AccountRef) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import logging
 import os
 import stat
@@ -73,6 +74,19 @@ class TradovateCredentials:
             "sec": self.sec,
             "deviceId": self.device_id,
         }
+
+
+def token_group_key(token_group: str | None, access_token: str | None, account_id: int) -> str:
+    """Name the token slot of an account: its token_group, else a hash of its stored token, else the account.
+
+    Accounts without a group that store the same token then share one slot, and the hash keeps the token
+    itself out of snapshots and logs.
+    """
+    if token_group:
+        return token_group
+    if access_token:
+        return "token-" + hashlib.sha256(access_token.encode()).hexdigest()[:12]
+    return f"account-{account_id}"
 
 
 def _credentials_from_fields(source: str, group: str, fields: object) -> TradovateCredentials:
@@ -245,6 +259,23 @@ class TokenManager:
             if self._is_fresh(state, now):
                 return state.access_token
             return self._refresh(state, now)
+
+    def renew(self, token_group: str, environment: str, stored_token: str | None = None) -> str:
+        """Renew the group's token now, ahead of its expiry, and return the new one (for the refresh daemon).
+
+        It uses /auth/renewaccesstoken while the token lives, else the credentials. While Tradovate
+        throttles the group, a token that still works is returned unchanged.
+        """
+        state = self._state(token_group, environment)
+        with self._locked(state):
+            self._adopt_stored_token(state, stored_token)
+            return self._refresh(state, self._clock())
+
+    def token_expiry(self, token_group: str, environment: str) -> dt.datetime | None:
+        """Return the expirationTime of the group's current token, or None when unknown."""
+        with self._states_lock:
+            state = self._states.get((token_group, environment))
+        return state.expires_at if state is not None else None
 
     def renew_rejected(self, token_group: str, environment: str, rejected_token: str) -> str:
         """Return a token to retry with after Tradovate answered 401 to `rejected_token`.
