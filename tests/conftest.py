@@ -175,8 +175,9 @@ def running_app(database_url):
 class PlatformServer:
     """`justtrades serve` in a subprocess on 127.0.0.1, on a port the OS picked, with the demo data loaded."""
 
-    def __init__(self, workdir: Path, env_overrides: dict | None = None):
+    def __init__(self, workdir: Path, env_overrides: dict | None = None, seed: Path = DEMO_SEED):
         self.workdir = workdir
+        self.seed = seed
         self.api_key = TEST_API_KEY
         self.database_url = f"sqlite:///{workdir / 'platform.sqlite3'}"
         self.env = {
@@ -194,7 +195,7 @@ class PlatformServer:
 
     def start(self, timeout: float = 30.0) -> "PlatformServer":
         justtrades = [sys.executable, "-m", "justtrades.cli"]
-        subprocess.run([*justtrades, "seed", str(DEMO_SEED)], env=self.env, check=True, capture_output=True, timeout=60)
+        subprocess.run([*justtrades, "seed", str(self.seed)], env=self.env, check=True, capture_output=True, timeout=60)
 
         log = open(self.log_path, "wb")
         self.process = subprocess.Popen(

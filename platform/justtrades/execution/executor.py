@@ -84,6 +84,7 @@ class Executor:
             if side_quantity is None:
                 logger.info("job %s: no %s position in %s to close on account %s", job.id, job.action, job.symbol, ref.id)
                 self._store.finish(job.id, DONE, error="nothing to close")
+                self._stats.record_no_order()
                 return
             order = self._create_order(job, *side_quantity)
 

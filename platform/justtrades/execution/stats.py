@@ -101,6 +101,14 @@ class ExecutionStats:
             self.total_succeeded += 1
             self.recent_outcomes.append(True)
 
+    def record_no_order(self) -> None:
+        """Count a job that ended without an order, such as a close with no position to close."""
+        self.processing_rate.mark()
+        with self._lock:
+            self.total_processed += 1
+            self.total_succeeded += 1
+            self.recent_outcomes.append(True)
+
     def record_failure(self, reason: FailureReason, final: bool) -> None:
         """Count a failed attempt; a final failure also ends the job and counts as processed."""
         with self._lock:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import json
 import logging
 import time
 
@@ -104,7 +103,7 @@ class WebhookIngestor:
         now = delivery.received_at
         try:
             with self._session_factory() as session, session.begin():
-                self._claim_fingerprint(session, delivery.token, alert, now)
+                self._claim_fingerprint(session, delivery, now)
                 recorder = session.get(Recorder, recorder_id, with_for_update=True)
 
                 reason = filters.recorder_block_reason(session, recorder, alert, now)
@@ -142,9 +141,9 @@ class WebhookIngestor:
         }
         return IngestResult(200, payload, "accepted", jobs=job_refs)
 
-    def _claim_fingerprint(self, session, token: str, alert: Alert, now: dt.datetime) -> None:
-        """Take the alert's fingerprint for the duplicate window; a live copy makes the insert fail."""
-        fingerprint = _fingerprint(token, alert)
+    def _claim_fingerprint(self, session, delivery: Delivery, now: dt.datetime) -> None:
+        """Take the delivery's fingerprint for the duplicate window; a live copy makes the insert fail."""
+        fingerprint = _fingerprint(delivery)
         expires_at = now + dt.timedelta(seconds=self._settings.duplicate_window_seconds)
 
         renewed = session.execute(
@@ -266,9 +265,13 @@ class _Duplicate(Exception):
     pass
 
 
-def _fingerprint(token: str, alert: Alert) -> str:
-    canonical = json.dumps({"token": token, **alert.fingerprint_fields}, sort_keys=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+def _fingerprint(delivery: Delivery) -> str:
+    # A resent alert repeats its bytes. Two alerts that differ only in spelling ("close" and "exit") are two
+    # signals, so the fingerprint is the token and the body as sent, without surrounding white space.
+    digest = hashlib.sha256(delivery.token.encode())
+    digest.update(b"\0")
+    digest.update(delivery.body.strip())
+    return digest.hexdigest()
 
 
 def _is_guard_conflict(error: IntegrityError) -> bool:
