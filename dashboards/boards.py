@@ -32,6 +32,17 @@ PER_JOB = "{{job}}"
 PER_INSTANCE = "{{instance}}"
 
 
+def alerts(extra: str = "") -> str:
+    """Return a selector of Prometheus' ALERTS series for the selected jobs and instances.
+
+    Rules that aggregate over the replicas of a job (`max by (job)`) produce alerts without an instance label.
+    The empty alternative in the instance regex keeps those alerts on every instance selection. The always-firing
+    heartbeat alert (severity none) is left out.
+    """
+    matchers = 'job=~"$job", instance=~"$instance|", severity!="none"'
+    return f"ALERTS{{{matchers}, {extra}}}" if extra else f"ALERTS{{{matchers}}}"
+
+
 def link(uid: str) -> list[dict]:
     return [dashboard_link(uid, TITLES[uid])]
 
@@ -45,11 +56,11 @@ def overview() -> dict:
         row("Alerts"),
         stat("Alerts firing", "Number of alerts Prometheus reports as firing for the selected jobs and instances "
              "(the ALERTS series). The table on the right lists them.", "short",
-             [Target("sum(" + sel("ALERTS", 'alertstate="firing"') + ") or vector(0)")],
+             [Target("sum(" + alerts('alertstate="firing"') + ") or vector(0)")],
              thresholds=steps((None, GREEN), (1, RED)), width=4, height=7),
         table("Firing and pending alerts", "Every alert Prometheus evaluates as pending or firing, from its "
               "ALERTS series, with the labels that say where. Alertmanager decides who gets paged.", "none",
-              [Target(sel("ALERTS"), instant=True, table=True)],
+              [Target(alerts(), instant=True, table=True)],
               hidden_columns=["Time", "Value", "__name__"], width=20, height=7),
 
         row("Service"),

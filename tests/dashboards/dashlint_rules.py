@@ -38,7 +38,11 @@ def _selector_problems(selector, catalogue: Catalogue) -> list[str]:
 
     matchers = {(matcher.label, matcher.operator, matcher.value) for matcher in selector.matchers}
     for label, variable in REQUIRED_MATCHERS.items():
-        if (label, "=~", variable) not in matchers:
+        accepted = {(label, "=~", variable)}
+        if name == "ALERTS":
+            # Alerts of rules that aggregate a job's replicas carry no instance label; "$instance|" keeps them.
+            accepted.add((label, "=~", variable + "|"))
+        if not matchers & accepted:
             problems.append(f'{name} lacks the matcher {label}=~"{variable}"')
 
     if selector.range is not None and selector.range != RATE_INTERVAL:

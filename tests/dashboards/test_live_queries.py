@@ -47,16 +47,14 @@ STATEFUL_METRICS = {
     "justtrades_paper_last_close_timestamp_seconds": "no paper trade was closed during the test",
 }
 
-# The probe alert fires at once for every scraped producer, so the ALERTS panels have a series to show. It
-# keeps the job and instance labels, as the dashboards' ALERTS selectors require.
+# The probe alerts fire at once for every scraped producer, so the ALERTS panels have series to show: one per
+# instance, and one per job without an instance label, like the rules that aggregate a job's replicas.
 PROBE_RULES = [{
     "name": "dashboard-probe",
-    "rules": [{
-        "alert": "DashboardQueryProbe",
-        "expr": "justtrades_up >= 0",
-        "labels": {"severity": "info"},
-        "annotations": {"summary": "Always firing, so the dashboard tests see an ALERTS series."},
-    }],
+    "rules": [
+        {"alert": "DashboardInstanceProbe", "expr": "justtrades_up >= 0", "labels": {"severity": "info"}},
+        {"alert": "DashboardJobProbe", "expr": "max by (job) (justtrades_up) >= 0", "labels": {"severity": "info"}},
+    ],
 }]
 
 DEMO_WEBHOOKS = [
@@ -179,7 +177,8 @@ def live_stack(shared_platform_server, tmp_path_factory):
         prometheus.wait_for(f'sum(justtrades_signal_to_order_seconds_count{{job="{PLATFORM_JOB}"}}) > 0', 30,
                             "the broker workers to execute the demo signals")
         time.sleep(3)  # a few scrapes after the last execution, so every rate has two samples
-        prometheus.wait_for('ALERTS{alertname="DashboardQueryProbe", alertstate="firing"}', 30, "the probe alert")
+        prometheus.wait_for('count(ALERTS{alertname=~"Dashboard.*Probe", alertstate="firing"}) >= 2', 30,
+                            "the probe alerts")
 
         scraped = {job: _scraped_names(prometheus, job) for job in targets}
         yield LiveStack(prometheus, exporter is not None, scraped)
@@ -239,6 +238,17 @@ def test_panel_query_returns_data(live_stack, panel, target, job):
 
     for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")):
         assert all(label in series["metric"] for series in result), f"legend label {label} missing from {expr}"
+
+
+def test_alert_table_keeps_job_level_alerts(live_stack):
+    overview = load_dashboards()["overview.json"]
+    table_expr = next(target["expr"] for panel, target in iter_targets(overview) if panel["type"] == "table")
+
+    result = live_stack.prometheus.instant(substitute(table_expr, PLATFORM_JOB))
+
+    shown = {(series["metric"]["alertname"], "instance" in series["metric"]) for series in result}
+    assert ("DashboardInstanceProbe", True) in shown
+    assert ("DashboardJobProbe", False) in shown
 
 
 def test_substitute_replaces_every_variable():
