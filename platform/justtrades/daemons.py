@@ -31,7 +31,7 @@ _MAX_ERROR_CHARS = 300
 
 # Values that look like credentials: key=value pairs with a secret-looking key, bearer tokens, JWTs, long opaque strings.
 _SECRET_PATTERNS = (
-    re.compile(r"(?i)\b(token|key|secret|password|passwd|jwt|authorization|cookie|session\w*)(\s*[=:]\s*)(\S+)"),
+    re.compile(r"(?i)\b(token|key|secret|password|passwd|jwt|authorization|cookie|session\w*)(\s*[=:]\s*)((?:bearer\s+)?\S+)"),
     re.compile(r"(?i)\bbearer\s+\S+"),
     re.compile(r"\beyJ[\w-]+\.[\w-]+\.[\w-]*"),
     re.compile(r"\b[A-Za-z0-9_\-+/]{32,}={0,2}"),
@@ -355,7 +355,8 @@ class ThreadRegistry:
     @staticmethod
     def _describe(entry: _Entry) -> dict:
         with entry.lock:
-            alive = entry.is_alive()
+            # A thread that has just recorded its crash or return is still finishing: it no longer runs its target.
+            alive = entry.is_alive() and entry.ended_at_monotonic is None
             status = entry.status
             if status == "running" and not alive:
                 # Between the thread's last instruction and the bookkeeping in _run, report what is true.
