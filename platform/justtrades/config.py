@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -55,6 +56,19 @@ def _env_bool(environ, name: str, default: bool) -> bool:
     raise ConfigError(f"{name}={raw!r} is not a boolean; use true or false")
 
 
+def _env_networks(environ, name: str) -> tuple[str, ...]:
+    raw = environ.get(name) or ""
+    networks = []
+    for part in filter(None, (piece.strip() for piece in raw.split(","))):
+        try:
+            networks.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise ConfigError(
+                f"{name} entry {part!r} is not an IP address or CIDR block; use a list such as 52.89.214.238,10.0.0.0/8"
+            ) from None
+    return tuple(networks)
+
+
 def default_database_url() -> str:
     """Return the SQLite file used when DATABASE_URL is not set."""
     path = Path(os.environ.get("JT_DATA_DIR", "instance")).resolve() / "justtrades.sqlite3"
@@ -88,6 +102,11 @@ class Settings:
     # Access to the per-entity broker-state endpoints, which expose customers' positions.
     open_entity_debugging: bool = False
 
+    # Webhook senders allowed by source address (IPs or CIDR blocks); empty allows every address.
+    webhook_allowed_networks: tuple[str, ...] = ()
+    # Reverse proxies in front of the platform whose X-Forwarded-For entry is trusted for the client address.
+    trusted_proxies: int = 0
+
     @classmethod
     def from_environ(cls, environ=None) -> "Settings":
         """Build the settings from environment variables (see the README for each one)."""
@@ -115,6 +134,8 @@ class Settings:
                 environ, "JT_TRADOVATE_TIMEOUT_SECONDS", defaults.tradovate_timeout_seconds
             ),
             open_entity_debugging=_env_bool(environ, "JT_OPEN_ENTITY_DEBUGGING", defaults.open_entity_debugging),
+            webhook_allowed_networks=_env_networks(environ, "JT_WEBHOOK_ALLOWED_IPS"),
+            trusted_proxies=_env_int(environ, "JT_TRUSTED_PROXIES", defaults.trusted_proxies),
         )
 
     def replace(self, **changes) -> "Settings":

@@ -66,6 +66,11 @@ class WebhookIngestor:
         self._maybe_clean_guards(delivery.received_at)
         return result
 
+    def record_forbidden(self, delivery: Delivery) -> None:
+        raw_id = self._record_raw(delivery)
+        with self._session_factory() as session, session.begin():
+            self._close_raw(session, raw_id, 403, "forbidden", None)
+
     def _process(self, delivery: Delivery, raw_id: int) -> IngestResult:
         # 1. The token decides the recorder; an unknown one is logged raw and answered 404.
         with self._session_factory() as session:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 
 from flask import Blueprint, current_app, jsonify, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .ingest import Delivery, WebhookIngestor
 
@@ -16,7 +18,22 @@ blueprint = Blueprint("webhooks", __name__)
 
 def init_app(app, runtime) -> None:
     runtime.webhooks = WebhookIngestor(runtime)
+    allowed = [ipaddress.ip_network(network) for network in runtime.settings.webhook_allowed_networks]
+    runtime.webhook_sender_allowed = lambda address: _address_allowed(allowed, address)
+    if runtime.settings.trusted_proxies:
+        proxies = runtime.settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     app.register_blueprint(blueprint)
+
+
+def _address_allowed(networks: list, address: str | None) -> bool:
+    if not networks:
+        return True
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
 
 
 @blueprint.post("/webhook/<token>")
@@ -24,6 +41,9 @@ def receive_webhook(token: str):
     runtime = current_app.extensions["justtrades"]
     started = time.monotonic()
     delivery = _read_delivery(token, runtime.settings.webhook_max_body_bytes, started, runtime.clock())
+
+    if not runtime.webhook_sender_allowed(delivery.source_ip):
+        return _forbidden(runtime, delivery, started)
 
     try:
         result = runtime.webhooks.ingest(delivery)
@@ -41,6 +61,20 @@ def receive_webhook(token: str):
     runtime.webhook_stats.record(result.outcome, time.monotonic() - started, result.blocked_reason)
     response = jsonify(result.payload)
     response.status_code = result.status_code
+    return response
+
+
+def _forbidden(runtime, delivery: Delivery, started: float):
+    """Keep the delivery in the raw log, so an operator sees who tried, and reject it."""
+    logger.warning("webhook for token ...%s from %s rejected: address not in JT_WEBHOOK_ALLOWED_IPS",
+                   delivery.token[-4:], delivery.source_ip)
+    runtime.webhooks.record_forbidden(delivery)
+    runtime.webhook_stats.record("forbidden", time.monotonic() - started)
+    response = jsonify({
+        "error": f"source address {delivery.source_ip} is not allowed to send webhooks; "
+                 "add it to JT_WEBHOOK_ALLOWED_IPS if it is a legitimate sender",
+    })
+    response.status_code = 403
     return response
 
 
