@@ -11,17 +11,21 @@ when every metric is part of the contract, against the exporter job (`justtrades
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import re
-import threading
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
+import requests
 
 from dashlint_catalogue import PROMETHEUS_SERIES, iter_targets, load_catalogue, load_dashboards
 from dashlint_promql import scan
-from prometheus_server import PrometheusServer, prometheus_binary
+from prometheus_server import PrometheusServer, free_port, prometheus_binary
 
 ON_CI = os.environ.get("CI", "").lower() == "true"
 PLATFORM_JOB = "justtrades"
@@ -118,32 +122,45 @@ def substitute(expr: str, job: str) -> str:
 # The running stack
 
 
-class InProcessExporter:
-    """The standalone exporter's WSGI server on a free loopback port, in a thread of the test process."""
+class ExporterProcess:
+    """`justtrades-exporter serve` in a subprocess on a free loopback port, polling `platform_url`."""
 
-    def __init__(self, platform_url: str, api_key: str):
-        from justtrades_exporter.server import Exporter, ExporterSettings, create_server
+    def __init__(self, platform_url: str, api_key: str, workdir: Path):
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.log_path = workdir / "exporter.log"
+        self.command = [sys.executable, "-m", "justtrades_exporter", "serve", "--platform-url", platform_url,
+                        "--listen-address", "127.0.0.1", "--port", str(self.port)]
+        self.env = {**os.environ, "JT_EXPORTER_API_KEY": api_key}
+        self.process: subprocess.Popen | None = None
 
-        self.exporter = Exporter(ExporterSettings(platform_url=platform_url, api_key=api_key))
-        self.server = create_server(self.exporter, "127.0.0.1", 0)
-        self.address = f"127.0.0.1:{self.server.effective_port}"
-        self.thread = threading.Thread(target=self.server.run, name="test-exporter", daemon=True)
+    def start(self, timeout: float = 30.0) -> "ExporterProcess":
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
-    def start(self) -> "InProcessExporter":
-        self.thread.start()
-        return self
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                if requests.get(f"http://{self.address}/", timeout=2).status_code == 200:
+                    return self
+            except requests.RequestException:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the exporter did not serve on {self.address}; log:\n{self.log_path.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        self.server.close()
-        self.exporter.close()
-        self.thread.join(timeout=10)
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
 
 
-def _start_exporter(platform_server):
-    try:
-        return InProcessExporter(platform_server.url, platform_server.api_key).start()
-    except ImportError:
-        return None
+def _exporter_installed() -> bool:
+    return importlib.util.find_spec("justtrades_exporter") is not None
 
 
 def _post_traffic(platform_server) -> None:
@@ -164,12 +181,15 @@ def live_stack(shared_platform_server, tmp_path_factory):
     binary = prometheus_binary()
     require(binary is not None, "the prometheus binary (/usr/bin/prometheus)")
 
-    exporter = _start_exporter(shared_platform_server)
+    workdir = tmp_path_factory.mktemp("stack")
+    exporter = None
+    if _exporter_installed():
+        exporter = ExporterProcess(shared_platform_server.url, shared_platform_server.api_key, workdir).start()
     targets = {PLATFORM_JOB: shared_platform_server.url.removeprefix("http://").rstrip("/")}
     if exporter is not None:
         targets[EXPORTER_JOB] = exporter.address
 
-    prometheus = PrometheusServer(binary, tmp_path_factory.mktemp("prometheus"), targets, PROBE_RULES).start()
+    prometheus = PrometheusServer(binary, workdir, targets, PROBE_RULES).start()
     try:
         # Counters need a sample before and after the traffic for rate() to see it.
         prometheus.wait_for(f'count_over_time(up{{job="{PLATFORM_JOB}"}}[1m]) >= 3', 30, "three scrapes")
@@ -224,7 +244,7 @@ def _skip_when_state_missing(stack: LiveStack, expr: str, job: str) -> None:
 @pytest.mark.parametrize("panel, target, job", list(_cases()))
 def test_panel_query_returns_data(live_stack, panel, target, job):
     if job == EXPORTER_JOB:
-        require(live_stack.exporter_running, "the justtrades_exporter package")
+        require(live_stack.exporter_running, "the justtrades-exporter package (pip install -e ./exporter)")
 
     expr = substitute(target["expr"], job)
     document = _run(live_stack.prometheus, expr, target.get("instant", False))
