@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from justtrades.brokers.base import BrokerError, FailureReason
+from justtrades.brokers.base import BrokerError, FailureReason, OrderRequest
 from justtrades.brokers.tradovate_auth import (
     CredentialsError,
     TokenManager,
@@ -19,6 +19,7 @@ from justtrades.brokers.tradovate_auth import (
     load_credentials,
     load_credentials_from_environ,
     parse_expiration_time,
+    token_group_key,
 )
 from tests.peers.tradovate_rest import Fault, TradovatePeer
 
@@ -458,8 +459,6 @@ def test_snapshot_marks_expired_token_invalid(token_manager, clock):
 
 
 def test_logs_never_contain_secrets(broker, peer, account, token_manager, credentials, caplog):
-    from justtrades.brokers.base import OrderRequest
-
     with caplog.at_level(logging.DEBUG):
         broker.place_order(OrderRequest(account, "NQZ6", "Buy", 1, "secret-check"))
         peer.inject("/order/placeorder", Fault.unauthorized())
@@ -514,8 +513,6 @@ def test_token_expiry_unknown_group_is_none(token_manager):
 
 
 def test_group_key_prefers_group_then_token():
-    from justtrades.brokers.tradovate_auth import token_group_key
-
     assert token_group_key("main", "tok", 3) == "main"
     assert token_group_key(None, "tok", 3) == token_group_key(None, "tok", 4)
     assert token_group_key(None, "tok", 3).startswith("token-")

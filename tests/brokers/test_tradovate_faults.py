@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from justtrades.brokers.base import BrokerError, FailureReason, OrderRequest, OrderResult
 from justtrades.brokers.tradovate import TradovateBroker
-from tests.peers.tradovate_rest import Fault
+from tests.peers.tradovate_rest import Fault, PeerResponse
 
 
 def market_order(account, client_order_id="job-9:trader-3") -> OrderRequest:
@@ -81,14 +84,12 @@ def test_429_blocks_group_until_retry_after(broker, peer, account, clock):
 
 
 def test_423_is_rate_limit_too(broker, peer, account):
-    from tests.peers.tradovate_rest import Answer
-
     original = peer.handle
 
     def lockout_once(method, path, headers, body):
         if path.endswith("/order/placeorder") and not getattr(lockout_once, "done", False):
             lockout_once.done = True
-            return Answer(423, "", {"Retry-After": "5"})
+            return PeerResponse(423, "", {"Retry-After": "5"})
         return original(method, path, headers, body)
 
     peer.handle = lockout_once
@@ -183,8 +184,6 @@ def test_expired_error_text_renews_token(broker, peer, account):
 
 
 def test_concurrent_401s_renew_once(make_broker, peer, account):
-    import threading
-
     broker = make_broker()
     broker.positions(account)
     peer.expire_tokens()
@@ -240,8 +239,6 @@ def test_timeout_then_lookup_places_once(make_broker, peer, account):
 
 
 def test_timeout_before_recording_finds_late_order(make_broker, peer, account):
-    import time
-
     broker = make_broker(timeout_seconds=0.3)
     broker.positions(account)
     peer.inject("/order/placeorder", Fault.delay(0.8))
@@ -329,17 +326,15 @@ def test_peer_does_not_deduplicate_client_ids(broker, peer, account):
     assert len(peer.orders_with_client_id(request.client_order_id)) == 2
 
 
-def test_non_json_answer_may_exist(broker, peer, account):
-    from tests.peers.tradovate_rest import Answer
-
+def test_non_json_response_may_exist(broker, peer, account):
     broker.positions(account)
     original = peer.handle
 
     def html_once(method, path, headers, body):
-        answer = original(method, path, headers, body)
+        response = original(method, path, headers, body)
         if path.endswith("/order/placeorder"):
-            return Answer(200, "<html>gateway</html>")
-        return answer
+            return PeerResponse(200, "<html>gateway</html>")
+        return response
 
     peer.handle = html_once
     with pytest.raises(BrokerError) as caught:

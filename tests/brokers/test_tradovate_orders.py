@@ -9,6 +9,7 @@ import pytest
 
 from justtrades.brokers.base import Broker, BrokerError, FailureReason, OrderRequest
 from justtrades.brokers.tradovate import TradovateBroker, classify_order_failure
+from justtrades.config import Settings
 from tests.peers.tradovate_rest import Fault
 
 
@@ -180,8 +181,6 @@ def test_account_list_is_read_once(broker, peer, account):
 
 
 def test_from_settings_reads_timeout_and_url(tmp_path, peer, account):
-    from justtrades.config import Settings
-
     credentials_file = tmp_path / "tradovate.yaml"
     credentials_file.write_text(
         "main:\n  name: jt-demo\n  password: demo-password\n  app_id: Tests\n  cid: 1\n  sec: s3cret\n"

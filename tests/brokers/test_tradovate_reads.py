@@ -6,6 +6,8 @@ import dataclasses
 from decimal import Decimal
 
 from justtrades.brokers.base import BrokerPosition, OrderRequest
+from justtrades.brokers.tradovate import TradovateBroker
+from justtrades.brokers.tradovate_auth import TokenManager
 from tests.peers.tradovate_rest import DEFAULT_ACCOUNTS, TradovatePeer
 
 OTHER_ACCOUNT = {"id": 26029300, "name": "DEMO26029300", "user": "jt-demo"}
@@ -45,7 +47,7 @@ def test_find_order_working_entry_is_placed(broker, peer, account):
     assert found.fill_price is None
 
 
-def test_find_order_rejected_order_says_so(broker, peer, account):
+def test_find_order_reports_rejected_order(broker, peer, account):
     placed = broker.place_order(order(account, "job-4:trader-1"))
     peer.orders[int(placed.broker_order_id)]["ordStatus"] = "Rejected"
 
@@ -53,9 +55,6 @@ def test_find_order_rejected_order_says_so(broker, peer, account):
 
 
 def test_find_order_ignores_other_account(credentials, clock, account):
-    from justtrades.brokers.tradovate import TradovateBroker
-    from justtrades.brokers.tradovate_auth import TokenManager
-
     with TradovatePeer(accounts=TWO_ACCOUNTS) as peer:
         manager = TokenManager(credentials, {"demo": peer.url}, clock=clock)
         broker = TradovateBroker(manager, base_urls={"demo": peer.url}, clock=clock)
@@ -89,9 +88,6 @@ def test_flat_position_is_left_out(broker, account):
 
 
 def test_positions_of_other_account_left_out(credentials, clock, account):
-    from justtrades.brokers.tradovate import TradovateBroker
-    from justtrades.brokers.tradovate_auth import TokenManager
-
     with TradovatePeer(accounts=TWO_ACCOUNTS) as peer:
         manager = TokenManager(credentials, {"demo": peer.url}, clock=clock)
         broker = TradovateBroker(manager, base_urls={"demo": peer.url}, clock=clock)
@@ -125,7 +121,7 @@ def test_clear_caches_rereads_account_list(broker, peer, account):
 
 def test_unknown_contract_gets_plain_label(broker, peer, account):
     broker.place_order(order(account, "a"))
-    peer.contracts["NQZ6"]["id"] = 9999  # /contract/item no longer knows the position's contract id
+    peer.contracts["NQZ6"]["id"] = 9999  # /contract/item no longer finds the position's contract id
 
     [position] = broker.positions(account)
 

@@ -4,10 +4,11 @@ It speaks the shapes of Tradovate's /v1 REST API that the platform uses: access 
 renewal and penalty tickets), accounts, contracts, market orders with OSO brackets, commands (which carry
 clOrdId), order versions, fills and positions. Market orders fill at once at the configured price.
 
-Faults are queued per endpoint and each answers one request: a 429 with Retry-After, a penalty ticket,
-HTTP 200 with failureReason/failureText or errorText, a 401, a delay before the order is recorded, a slow
-answer after it is recorded, a 5xx, or a dropped connection. Like Tradovate, the server does not
-de-duplicate clOrdId: every accepted placement creates a new order, so the order log shows duplicates.
+Faults are queued per endpoint, and each one decides the response to one request: a 429 with Retry-After,
+a penalty ticket, HTTP 200 with failureReason/failureText or errorText, a 401, a delay before the order is
+recorded, a slow response after it is recorded, a 5xx, or a dropped connection. The server does not
+de-duplicate clOrdId: every accepted placement creates a new order, so the client alone must avoid
+duplicates, and the order log shows any it makes.
 
 Use it in-process (`with TradovatePeer() as peer: peer.url`) or as a subprocess:
 
@@ -61,17 +62,16 @@ FAULT_KINDS = (
     "server_error",
     "drop_connection",
 )
-_ORDER_PATHS = ("/order/placeorder", "/order/placeoso")
 
 
 @dataclasses.dataclass
 class Fault:
-    """One injected misbehaviour; it answers one request to its endpoint, then it is used up."""
+    """One injected misbehaviour: it decides the response to one request to its endpoint, then it is used up."""
 
     kind: str
     retry_after: float | None = None  # rate_limit: Retry-After header in seconds (None: no header)
     p_time: float = 1.0  # penalty: seconds to wait before resending with the p-ticket
-    captcha: bool = False  # penalty: p-captcha, which a program cannot answer
+    captcha: bool = False  # penalty: p-captcha, which a program cannot solve
     failure_reason: str = "UnknownReason"  # order_failure
     failure_text: str = ""  # order_failure
     error_text: str = ""  # error_text
@@ -121,18 +121,18 @@ class Fault:
 
 
 @dataclasses.dataclass
-class Answer:
+class PeerResponse:
     status: int = 200
     body: Any = None
     headers: dict = dataclasses.field(default_factory=dict)
-    drop: bool = False  # close the connection without any answer
-    sleep_after: float = 0.0  # wait this long before sending the answer
+    drop: bool = False  # close the connection without sending a response
+    sleep_after: float = 0.0  # wait this long before sending the response
 
 
 class _PeerError(Exception):
-    def __init__(self, answer: Answer):
-        super().__init__(answer.status)
-        self.answer = answer
+    def __init__(self, response: PeerResponse):
+        super().__init__(response.status)
+        self.response = response
 
 
 def _iso(moment: dt.datetime) -> str:
@@ -147,7 +147,7 @@ def _json_default(value):
 
 
 def _failure(reason: str, text: str) -> _PeerError:
-    return _PeerError(Answer(200, {"failureReason": reason, "failureText": text}))
+    return _PeerError(PeerResponse(200, {"failureReason": reason, "failureText": text}))
 
 
 def _decimal(value: Any, field: str) -> Decimal:
@@ -277,13 +277,13 @@ class TradovatePeer:
 
     # -- request handling ---------------------------------------------------------------------------------
 
-    def handle(self, method: str, raw_path: str, headers, body: bytes) -> Answer:
+    def handle(self, method: str, raw_path: str, headers, body: bytes) -> PeerResponse:
         parts = urlsplit(raw_path)
         query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
         if parts.path.startswith("/_peer/"):
             return self._control(method, parts.path, body)
         if not parts.path.startswith(API_PREFIX + "/"):
-            return Answer(404, {"errorText": f"unknown path {parts.path}"})
+            return PeerResponse(404, {"errorText": f"unknown path {parts.path}"})
 
         path = parts.path[len(API_PREFIX):].lower()
         with self._lock:
@@ -295,19 +295,19 @@ class TradovatePeer:
             payload = self._parse_body(method, body)
             return self._handle_api(method, path, query, headers, payload)
         except _PeerError as error:
-            return error.answer
+            return error.response
 
-    def _handle_api(self, method, path, query, headers, payload) -> Answer:
+    def _handle_api(self, method, path, query, headers, payload) -> PeerResponse:
         route = _ROUTES.get((method, path))
         if route is None:
-            return Answer(404, {"errorText": f"{method} {path} is not an endpoint of this server"})
+            return PeerResponse(404, {"errorText": f"{method} {path} is not an endpoint of this server"})
 
-        penalty = self._penalty_answer(path, payload)
+        penalty = self._penalty_response(path, payload)
         if penalty is not None:
             return penalty
 
         fault = self._next_fault(path)
-        early = self._answer_before_handling(fault, path, payload)
+        early = self._response_before_handling(fault, path, payload)
         if early is not None:
             return early
 
@@ -315,10 +315,10 @@ class TradovatePeer:
         if path != "/auth/accesstokenrequest":
             user = self._authorised_user(headers)
             if user is None:
-                return Answer(401, "Access is denied")
+                return PeerResponse(401, "Access is denied")
 
-        answer = Answer(200, route(self, user, query, payload))
-        return self._answer_after_handling(fault, answer)
+        response = PeerResponse(200, route(self, user, query, payload))
+        return self._response_after_handling(fault, response)
 
     @staticmethod
     def _parse_body(method: str, body: bytes) -> Any:
@@ -329,57 +329,57 @@ class TradovatePeer:
         try:
             return json.loads(body)
         except ValueError:
-            raise _PeerError(Answer(400, {"errorText": "the request body is not JSON"})) from None
+            raise _PeerError(PeerResponse(400, {"errorText": "the request body is not JSON"})) from None
 
     def _next_fault(self, path: str) -> Fault | None:
         with self._lock:
             queue = self._faults.get(path)
             return queue.popleft() if queue else None
 
-    def _answer_before_handling(self, fault: Fault | None, path: str, payload) -> Answer | None:
+    def _response_before_handling(self, fault: Fault | None, path: str, payload) -> PeerResponse | None:
         if fault is None:
             return None
         if fault.kind == "rate_limit":
             headers = {} if fault.retry_after is None else {"Retry-After": str(int(fault.retry_after))}
-            return Answer(429, "", headers)
+            return PeerResponse(429, "", headers)
         if fault.kind == "penalty":
             return self._issue_penalty(path, fault)
         if fault.kind == "unauthorized":
-            return Answer(401, "Access is denied")
+            return PeerResponse(401, "Access is denied")
         if fault.kind == "order_failure":
-            return Answer(200, {"failureReason": fault.failure_reason, "failureText": fault.failure_text})
+            return PeerResponse(200, {"failureReason": fault.failure_reason, "failureText": fault.failure_text})
         if fault.kind == "error_text":
-            return Answer(200, {"errorText": fault.error_text})
+            return PeerResponse(200, {"errorText": fault.error_text})
         if fault.kind == "delay":
             self._stop.wait(fault.seconds)
         if fault.kind == "server_error" and not fault.after_record:
-            return Answer(fault.status, {"errorText": "injected server error"})
+            return PeerResponse(fault.status, {"errorText": "injected server error"})
         if fault.kind == "drop_connection" and not fault.after_record:
-            return Answer(drop=True)
+            return PeerResponse(drop=True)
         return None
 
     @staticmethod
-    def _answer_after_handling(fault: Fault | None, answer: Answer) -> Answer:
+    def _response_after_handling(fault: Fault | None, response: PeerResponse) -> PeerResponse:
         if fault is None:
-            return answer
+            return response
         if fault.kind == "slow_response":
-            answer.sleep_after = fault.seconds
+            response.sleep_after = fault.seconds
         if fault.kind == "server_error" and fault.after_record:
-            return Answer(fault.status, {"errorText": "injected server error"})
+            return PeerResponse(fault.status, {"errorText": "injected server error"})
         if fault.kind == "drop_connection" and fault.after_record:
-            return Answer(drop=True)
-        return answer
+            return PeerResponse(drop=True)
+        return response
 
     # -- penalty tickets ----------------------------------------------------------------------------------
 
-    def _issue_penalty(self, path: str, fault: Fault) -> Answer:
+    def _issue_penalty(self, path: str, fault: Fault) -> PeerResponse:
         ticket = secrets.token_hex(8)
         with self._lock:
             self._penalties[path] = {"ticket": ticket, "not_before": self._clock() + fault.p_time, "fault": fault}
-        return Answer(200, {"p-ticket": ticket, "p-time": fault.p_time, "p-captcha": fault.captcha})
+        return PeerResponse(200, {"p-ticket": ticket, "p-time": fault.p_time, "p-captcha": fault.captcha})
 
-    def _penalty_answer(self, path: str, payload) -> Answer | None:
-        """Keep answering with a penalty until the request is resent with the ticket after p-time."""
+    def _penalty_response(self, path: str, payload) -> PeerResponse | None:
+        """Return a penalty again until the request is resent with the ticket after p-time."""
         with self._lock:
             penalty = self._penalties.get(path)
             if penalty is None:
@@ -394,7 +394,7 @@ class TradovatePeer:
         if penalty["fault"].captcha or remaining > 0:
             wait = max(remaining, 0.0)
             body = {"p-ticket": penalty["ticket"], "p-time": round(wait, 3), "p-captcha": penalty["fault"].captcha}
-            return Answer(200, body)
+            return PeerResponse(200, body)
         return self._issue_penalty(path, penalty["fault"])
 
     # -- tokens -------------------------------------------------------------------------------------------
@@ -470,13 +470,13 @@ class TradovatePeer:
     def _contract_item(self, _user, query, _payload):
         name = self._contract_by_id(_int(query.get("id")))
         if name is None:
-            raise _PeerError(Answer(404, {"errorText": f"Contract {query.get('id')} not found"}))
+            raise _PeerError(PeerResponse(404, {"errorText": f"Contract {query.get('id')} not found"}))
         return self._contract_entity(name)
 
     def _contract_find(self, _user, query, _payload):
         name = query.get("name")
         if name not in self.contracts:
-            raise _PeerError(Answer(404, {"errorText": f"Contract {name} not found"}))
+            raise _PeerError(PeerResponse(404, {"errorText": f"Contract {name} not found"}))
         return self._contract_entity(name)
 
     # -- orders -------------------------------------------------------------------------------------------
@@ -494,10 +494,10 @@ class TradovatePeer:
             bracket_ids = [self._record_bracket(account, contract_name, leg, order_id) for leg in brackets]
             self._log_order(payload, account, order_id, bracket_ids)
 
-        answer = {"orderId": order_id}
+        result = {"orderId": order_id}
         for number, bracket_id in enumerate(bracket_ids, start=1):
-            answer[f"oso{number}Id"] = bracket_id
-        return answer
+            result[f"oso{number}Id"] = bracket_id
+        return result
 
     def _validate_order(self, user: str, payload) -> tuple[dict, dict, str]:
         if not isinstance(payload, dict):
@@ -682,7 +682,7 @@ class TradovatePeer:
         with self._lock:
             order = self.orders.get(_int(query.get("id")))
             if order is None or order["accountId"] not in self._user_account_ids(user):
-                raise _PeerError(Answer(404, {"errorText": f"Order {query.get('id')} not found"}))
+                raise _PeerError(PeerResponse(404, {"errorText": f"Order {query.get('id')} not found"}))
             return dict(order)
 
     def _visible_order_ids(self, user: str) -> set[int]:
@@ -719,21 +719,21 @@ class TradovatePeer:
 
     # -- control endpoints for a subprocess ---------------------------------------------------------------
 
-    def _control(self, method: str, path: str, body: bytes) -> Answer:
+    def _control(self, method: str, path: str, body: bytes) -> PeerResponse:
         if method == "GET" and path == "/_peer/orders":
-            return Answer(200, self.snapshot_orders())
+            return PeerResponse(200, self.snapshot_orders())
         if method == "GET" and path == "/_peer/requests":
             with self._lock:
                 counts = {"requests": dict(self.request_counts), "token_requests": dict(self.token_requests)}
-            return Answer(200, counts)
+            return PeerResponse(200, counts)
         if method == "POST" and path == "/_peer/expire-tokens":
             self.expire_tokens()
-            return Answer(200, {"ok": True})
+            return PeerResponse(200, {"ok": True})
         if method == "POST" and path == "/_peer/faults":
             return self._control_fault(body)
-        return Answer(404, {"errorText": f"{method} {path} is not a control endpoint"})
+        return PeerResponse(404, {"errorText": f"{method} {path} is not a control endpoint"})
 
-    def _control_fault(self, body: bytes) -> Answer:
+    def _control_fault(self, body: bytes) -> PeerResponse:
         try:
             spec = json.loads(body or b"{}")
             path = spec.pop("path")
@@ -741,9 +741,10 @@ class TradovatePeer:
             fault = Fault(**spec)
         except (ValueError, TypeError, KeyError) as error:
             fields = ", ".join(field.name for field in dataclasses.fields(Fault))
-            return Answer(400, {"errorText": f"invalid fault ({error}); send path, times and fields among {fields}"})
+            message = f"invalid fault ({error}); send path, times and fields among {fields}"
+            return PeerResponse(400, {"errorText": message})
         self.inject(path, fault, times)
-        return Answer(200, {"ok": True, "path": path, "kind": fault.kind, "times": times})
+        return PeerResponse(200, {"ok": True, "path": path, "kind": fault.kind, "times": times})
 
 
 def _int(value) -> int | None:
@@ -800,36 +801,43 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        answer = self.peer.handle(method, self.path, self.headers, body)
+        response = self.peer.handle(method, self.path, self.headers, body)
 
-        if answer.drop:
+        if response.drop:
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        if answer.sleep_after:
-            self.peer._stop.wait(answer.sleep_after)
+        if response.sleep_after:
+            self.peer._stop.wait(response.sleep_after)
 
-        if isinstance(answer.body, (dict, list)):
-            payload = json.dumps(answer.body, default=_json_default).encode()
+        if isinstance(response.body, (dict, list)):
+            payload = json.dumps(response.body, default=_json_default).encode()
             content_type = "application/json"
         else:
-            payload = str(answer.body or "").encode()
+            payload = str(response.body or "").encode()
             content_type = "text/plain; charset=utf-8"
 
         try:
-            self.send_response(answer.status, HTTPStatus(answer.status).phrase)
+            self.send_response(response.status, HTTPStatus(response.status).phrase)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
-            for name, value in answer.headers.items():
+            for name, value in response.headers.items():
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):
-            # The client gave up (a timeout test); nothing is left to answer.
+            # The client gave up (a timeout test), so nobody reads this response.
             self.close_connection = True
 
     def log_message(self, format, *args):  # noqa: A002 - the signature is http.server's
         pass
+
+
+def _login(value: str) -> tuple[str, str]:
+    name, separator, password = value.partition(":")
+    if not separator or not name or not password:
+        raise argparse.ArgumentTypeError(f"--user {value!r} is invalid; write it as NAME:PASSWORD")
+    return name, password
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -837,11 +845,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="TCP port; 0 lets the OS pick a free one (default)")
     parser.add_argument("--latency-ms", type=float, default=0, help="delay added to each API request, in milliseconds")
     parser.add_argument("--order-log", help="append every placed order as one JSON line to this file")
-    parser.add_argument("--user", action="append", default=[], metavar="NAME:PASSWORD", help="a login; repeatable")
+    parser.add_argument(
+        "--user", action="append", default=[], type=_login, metavar="NAME:PASSWORD", help="a login; repeatable"
+    )
     parser.add_argument("--max-seconds", type=float, default=3600, help="exit after this many seconds (default 3600)")
     args = parser.parse_args(argv)
 
-    users = dict(item.split(":", 1) for item in args.user) if args.user else None
+    users = dict(args.user) if args.user else None
     peer = TradovatePeer(latency_ms=args.latency_ms, order_log=args.order_log, users=users)
     peer.start(args.port)
     print(peer.url, flush=True)

@@ -36,9 +36,9 @@ logger = logging.getLogger(__name__)
 WORKING_STATUSES = frozenset({"Working", "PendingNew", "PendingReplace", "PendingCancel", "Suspended"})
 _RESULT_STATUS = {"Filled": "filled", "Rejected": "rejected", "Canceled": "canceled", "Expired": "canceled"}
 
-# After a timeout the order may still be on its way through Tradovate; the executor looks it up by its
-# client id only after this delay, so a late order is found instead of being placed twice.
-# NOTE: an estimate (twice the request timeout, at least 10 s); Tradovate documents no upper bound.
+# After a timeout the order may still be on its way through Tradovate. The executor looks it up by its
+# client id only after this delay, so that a late order is found instead of being placed twice.
+# NOTE: an estimate (twice the request timeout, at least 10 s), because Tradovate documents no upper bound.
 MIN_ORDER_SETTLE_SECONDS = 10.0
 
 # Penalty tickets waiting to be resent with the order they were issued for, by client order id.
@@ -138,7 +138,7 @@ class TradovateBroker:
         with_brackets = "bracket1" in body
         path = "/order/placeOSO" if with_brackets else "/order/placeorder"
 
-        answer = self._call(
+        result = self._call(
             account,
             "POST",
             path,
@@ -146,7 +146,7 @@ class TradovateBroker:
             places_order=True,
             penalty_key=request.client_order_id,
         )
-        order_id = self._order_id_from(answer, request)
+        order_id = self._order_id_from(result, request)
 
         logger.info(
             "placed Tradovate order %s for account %s (client order %s, %s %s %s%s)",
@@ -263,7 +263,7 @@ class TradovateBroker:
         """Send one request for the account, renewing the token once after a 401, and return the JSON body."""
         environment, base_url = self._environment_of(account)
         group = self._token_group(account)
-        what = f"{method} {path}"
+        request_line = f"{method} {path}"
         self._raise_if_blocked(group, environment)
 
         if penalty_key is not None and json_body is not None:
@@ -280,16 +280,16 @@ class TradovateBroker:
             if self._is_token_rejection(response):
                 raise BrokerError(
                     FailureReason.TOKEN_EXPIRED,
-                    f"{what} for account {account.id} was refused with a renewed token of group {group!r}; "
+                    f"{request_line} for account {account.id} was refused with a renewed token of group {group!r}; "
                     "re-authenticate the account",
                     permanent=True,
                 )
 
-        self._raise_if_throttled(response, group, environment, what, penalty_key)
+        self._raise_if_throttled(response, group, environment, request_line, penalty_key)
         if missing_ok and response.status_code == 404:
             return None
-        self._raise_for_status(response, what, places_order)
-        return decode_json(response, what=what, order_may_exist=places_order)
+        self._raise_for_status(response, request_line, places_order)
+        return decode_json(response, what=request_line, order_may_exist=places_order)
 
     def _send(self, method, url, token, json_body, params, places_order):
         try:
@@ -334,17 +334,19 @@ class TradovateBroker:
             retry_after=(until - now).total_seconds(),
         )
 
-    def _raise_if_throttled(self, response, group, environment, what, penalty_key) -> None:
+    def _raise_if_throttled(self, response, group, environment, request_line, penalty_key) -> None:
         now = self._clock()
         if response.status_code in (423, 429):
             # 423 announces an imminent lockout; both mean the request was not executed.
             wait = parse_retry_after(response.headers.get("Retry-After"), now)
             with self._throttle_lock:
                 self._blocked_until[(group, environment)] = now + dt.timedelta(seconds=wait)
-            logger.warning("%s for token group %s answered %s; pausing %.0f s", what, group, response.status_code, wait)
+            logger.warning(
+                "%s for token group %s returned %s; pausing %.0f s", request_line, group, response.status_code, wait
+            )
             raise BrokerError(
                 FailureReason.RATE_LIMIT_EXCEEDED,
-                f"{what} answered HTTP {response.status_code}; retry in {wait:.0f} s",
+                f"{request_line} returned HTTP {response.status_code}; retry in {wait:.0f} s",
                 permanent=False,
                 retry_after=wait,
             )
@@ -358,14 +360,14 @@ class TradovateBroker:
         if penalty is None:
             return
 
-        self._raise_for_penalty(penalty, what, penalty_key)
+        self._raise_for_penalty(penalty, request_line, penalty_key)
 
-    def _raise_for_penalty(self, penalty: PenaltyTicket, what: str, penalty_key: str | None) -> None:
+    def _raise_for_penalty(self, penalty: PenaltyTicket, request_line: str, penalty_key: str | None) -> None:
         if penalty.captcha:
-            # An automated client cannot answer the CAPTCHA, and an order an hour late is worse than none.
+            # An automated client cannot solve the CAPTCHA, and an order an hour late is worse than none.
             raise BrokerError(
                 FailureReason.RATE_LIMIT_EXCEEDED,
-                f"{what} got a penalty that requires a CAPTCHA; Tradovate clears it after about an hour",
+                f"{request_line} got a penalty that requires a CAPTCHA; Tradovate clears it after about an hour",
                 permanent=True,
             )
 
@@ -374,22 +376,22 @@ class TradovateBroker:
                 self._pending_tickets[penalty_key] = penalty.ticket
                 while len(self._pending_tickets) > _MAX_PENDING_TICKETS:
                     self._pending_tickets.popitem(last=False)
-        logger.warning("%s got a penalty ticket; retry in %.0f s", what, penalty.wait_seconds)
+        logger.warning("%s got a penalty ticket; retry in %.0f s", request_line, penalty.wait_seconds)
         raise BrokerError(
             FailureReason.RATE_LIMIT_EXCEEDED,
-            f"{what} got a penalty ticket; retry in {penalty.wait_seconds:.0f} s",
+            f"{request_line} got a penalty ticket; retry in {penalty.wait_seconds:.0f} s",
             permanent=False,
             retry_after=penalty.wait_seconds,
         )
 
     def _with_pending_ticket(self, body: dict, penalty_key: str) -> dict:
-        """Add the p-ticket issued for this order's earlier attempt: Tradovate wants the same body plus it."""
+        """Add the p-ticket issued to this order's earlier attempt: Tradovate expects the same body plus the ticket."""
         with self._throttle_lock:
             ticket = self._pending_tickets.pop(penalty_key, None)
         return {**body, "p-ticket": ticket} if ticket else body
 
     @staticmethod
-    def _raise_for_status(response, what: str, places_order: bool) -> None:
+    def _raise_for_status(response, request_line: str, places_order: bool) -> None:
         status = response.status_code
         if status == 200:
             return
@@ -398,13 +400,13 @@ class TradovateBroker:
             # The server may have failed after acting on the request.
             raise BrokerError(
                 FailureReason.CONNECTION_ERROR,
-                f"{what} answered HTTP {status}: {body_excerpt(response)!r}",
+                f"{request_line} returned HTTP {status}: {body_excerpt(response)!r}",
                 permanent=False,
                 order_may_exist=places_order,
             )
         raise BrokerError(
             FailureReason.ORDER_REJECTED,
-            f"{what} answered HTTP {status}: {body_excerpt(response)!r}",
+            f"{request_line} returned HTTP {status}: {body_excerpt(response)!r}",
             permanent=True,
         )
 
@@ -459,14 +461,14 @@ class TradovateBroker:
         return body
 
     @staticmethod
-    def _order_id_from(answer: Any, request: OrderRequest) -> int:
-        answer = answer if isinstance(answer, dict) else {}
-        failure_reason = answer.get("failureReason")
-        failure_text = answer.get("failureText") or answer.get("errorText")
+    def _order_id_from(result: Any, request: OrderRequest) -> int:
+        result = result if isinstance(result, dict) else {}
+        failure_reason = result.get("failureReason")
+        failure_text = result.get("failureText") or result.get("errorText")
 
         failed = bool(failure_text) or failure_reason not in (None, "", "Success")
-        if answer.get("orderId") is not None and not failed:
-            return answer["orderId"]
+        if result.get("orderId") is not None and not failed:
+            return result["orderId"]
 
         if failed:
             reason = classify_order_failure(failure_reason, failure_text)
@@ -480,7 +482,8 @@ class TradovateBroker:
         # HTTP 200 without orderId or failure: the order may or may not exist.
         raise BrokerError(
             FailureReason.INTERNAL_ERROR,
-            f"Tradovate answered client order {request.client_order_id} without orderId or failureReason: {answer!r}",
+            f"Tradovate returned neither orderId nor failureReason for client order "
+            f"{request.client_order_id}: {result!r}",
             permanent=False,
             order_may_exist=True,
         )

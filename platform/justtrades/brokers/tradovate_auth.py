@@ -1,7 +1,7 @@
 """Tradovate access tokens: credentials per token group, one token request per group, renewal ahead of expiry.
 
 Tradovate ends older sessions when the same user requests too many tokens, and throttles the auth endpoint
-hard (penalty tickets, then a CAPTCHA). So the process keeps one TokenManager, which asks for a token at
+hard (penalty tickets, then a CAPTCHA). So the process keeps one TokenManager, which requests a token at
 most once per token group and environment at a time (a lock per group), caches it until shortly before its
 expirationTime, and prefers /auth/renewaccesstoken, which extends the session, over a new token request.
 """
@@ -29,8 +29,8 @@ logger = logging.getLogger(__name__)
 
 CREDENTIALS_FILE_VARIABLE = "JT_TRADOVATE_CREDENTIALS_FILE"
 
-# Tradovate documents access tokens that live 80 to 90 minutes; used only when an answer has no usable
-# expirationTime, so the token is still renewed in time.
+# Tradovate's pages give access tokens a life of 80 or 90 minutes. This is used only when a response has no
+# readable expirationTime, so that the token is still renewed in time.
 FALLBACK_TOKEN_LIFETIME = dt.timedelta(minutes=80)
 # After a rejected login (errorText), wait this long before sending the same credentials again: repeated
 # failed logins lead to penalties and a CAPTCHA that only a human can clear.
@@ -195,7 +195,7 @@ def _iso(moment: dt.datetime | None) -> str | None:
 
 @dataclasses.dataclass(eq=False)
 class _TokenState:
-    """What the manager knows about one token group in one environment. Guarded by `lock`."""
+    """Token state of one token group in one environment, guarded by `lock`."""
 
     token_group: str
     environment: str
@@ -217,8 +217,8 @@ class _TokenState:
 class TokenManager:
     """Access tokens per (token group, environment), shared by every thread of the process.
 
-    `access_token()` returns a cached token or gets one; `renew_rejected()` is called after Tradovate
-    answered 401 to a token. Both raise BrokerError: TOKEN_EXPIRED (permanent) when a human must act,
+    `access_token()` returns a cached token or gets one. `renew_rejected()` is called after Tradovate
+    responded 401 to a token. Both raise BrokerError: TOKEN_EXPIRED (permanent) when a human must act,
     RATE_LIMIT_EXCEEDED (with retry_after) while Tradovate throttles, TIMEOUT or CONNECTION_ERROR.
     """
 
@@ -249,8 +249,8 @@ class TokenManager:
     def access_token(self, token_group: str, environment: str, stored_token: str | None = None) -> str:
         """Return a token for the group, requesting or renewing it when it is missing or about to expire.
 
-        `stored_token` is the token kept on the account row (from an OAuth login); it is used for groups
-        without credentials, and replaces the cached one when the row gets a new token.
+        `stored_token` is the token kept on the account row by an OAuth login. Groups without credentials use
+        it, and a new value on the row replaces the cached token.
         """
         state = self._state(token_group, environment)
         with self._locked(state):
@@ -278,7 +278,7 @@ class TokenManager:
         return state.expires_at if state is not None else None
 
     def renew_rejected(self, token_group: str, environment: str, rejected_token: str) -> str:
-        """Return a token to retry with after Tradovate answered 401 to `rejected_token`.
+        """Return a token to retry with after Tradovate responded 401 to `rejected_token`.
 
         When another thread already replaced that token, its replacement is returned without a request.
         """
@@ -292,9 +292,9 @@ class TokenManager:
             return self._refresh(state, self._clock())
 
     def renew_due(self) -> int:
-        """Renew every token that expires within the renewal margin; return how many were renewed.
+        """Renew every token that expires within the renewal margin, and return how many were renewed.
 
-        Meant for the token refresh daemon; errors are recorded in the snapshot and logged, not raised.
+        Errors are recorded in the snapshot and logged, not raised, because a daemon calls this.
         """
         renewed = 0
         for state in self._all_states():
@@ -462,11 +462,11 @@ class TokenManager:
         self._raise_if_throttled(state, response, "renewaccesstoken", keeps_ticket=False)
 
         if response.status_code == 401:
-            raise BrokerError(FailureReason.TOKEN_EXPIRED, "renewaccesstoken answered 401", permanent=True)
+            raise BrokerError(FailureReason.TOKEN_EXPIRED, "renewaccesstoken returned 401", permanent=True)
         if response.status_code != 200:
             raise BrokerError(
                 FailureReason.CONNECTION_ERROR,
-                f"renewaccesstoken answered HTTP {response.status_code}",
+                f"renewaccesstoken returned HTTP {response.status_code}",
                 permanent=False,
             )
 
@@ -495,19 +495,19 @@ class TokenManager:
         if response.status_code != 200:
             error = BrokerError(
                 FailureReason.CONNECTION_ERROR,
-                f"accesstokenrequest answered HTTP {response.status_code}",
+                f"accesstokenrequest returned HTTP {response.status_code}",
                 permanent=False,
             )
             state.last_error = error.detail
             raise error
 
-        answer = decode_json(response, what="accesstokenrequest")
-        answer = answer if isinstance(answer, dict) else {}
-        if answer.get("accessToken"):
-            self._store_token(state, answer, "requested")
+        body = decode_json(response, what="accesstokenrequest")
+        body = body if isinstance(body, dict) else {}
+        if body.get("accessToken"):
+            self._store_token(state, body, "requested")
             return state.access_token
 
-        error_text = answer.get("errorText") or "the answer has neither accessToken nor errorText"
+        error_text = body.get("errorText") or "the response has neither accessToken nor errorText"
         error = BrokerError(
             FailureReason.TOKEN_EXPIRED,
             f"Tradovate rejected the login of group {state.token_group!r} ({state.environment}): {error_text}; "
@@ -527,7 +527,7 @@ class TokenManager:
             wait = parse_retry_after(response.headers.get("Retry-After"), now)
             error = BrokerError(
                 FailureReason.RATE_LIMIT_EXCEEDED,
-                f"{endpoint} answered 429 for group {state.token_group!r}; retry in {wait:.0f} s",
+                f"{endpoint} returned 429 for group {state.token_group!r}; retry in {wait:.0f} s",
                 permanent=False,
                 retry_after=wait,
             )
@@ -587,9 +587,9 @@ class TokenManager:
             retry_after=remaining if original.retry_after is not None else None,
         )
 
-    def _store_token(self, state: _TokenState, answer: dict, how: str) -> None:
+    def _store_token(self, state: _TokenState, body: dict, action: str) -> None:
         now = self._clock()
-        expires_at = parse_expiration_time(answer.get("expirationTime"))
+        expires_at = parse_expiration_time(body.get("expirationTime"))
         if expires_at is None:
             logger.warning(
                 "Tradovate gave group %s (%s) a token without a readable expirationTime; assuming %s",
@@ -599,7 +599,7 @@ class TokenManager:
             )
             expires_at = now + FALLBACK_TOKEN_LIFETIME
 
-        state.access_token = str(answer["accessToken"])
+        state.access_token = str(body["accessToken"])
         state.expires_at = expires_at
         state.rejected = False
         state.last_error = None
@@ -609,7 +609,7 @@ class TokenManager:
         state.penalty_ticket = None
         logger.info(
             "Tradovate token %s for group %s (%s), expires at %s",
-            how,
+            action,
             state.token_group,
             state.environment,
             _iso(expires_at),

@@ -1,7 +1,7 @@
 """HTTP transport shared by the Tradovate adapter and its token manager.
 
 It owns the requests sessions (one per thread, because requests does not promise that a Session is
-thread-safe) and translates transport failures and Tradovate's throttling answers into BrokerError, so
+thread-safe) and translates transport failures and Tradovate's throttling responses into BrokerError, so
 callers only deal with the project's own error type.
 """
 
@@ -26,12 +26,12 @@ logger = logging.getLogger(__name__)
 DEMO_URL = "https://demo.tradovateapi.com/v1"
 LIVE_URL = "https://live.tradovateapi.com/v1"
 
-# Used when a 429 carries no Retry-After header. Tradovate's rate-limit page says a 429 may block the
-# caller for up to an hour; a minute keeps retries rare without parking the job for that long.
+# Used when a 429 carries no Retry-After header. Tradovate's rate-limit documentation tells a user who got a
+# 429 to wait an hour. One minute keeps retries rare without parking an order job for that long.
 DEFAULT_RATE_LIMIT_RETRY_SECONDS = 60.0
 # A retry sooner than this would be a hot loop, whatever the server asked for.
 MIN_RETRY_SECONDS = 1.0
-# Tradovate's penalty-ticket page: after a p-captcha answer, wait about one hour for the count to clear.
+# Tradovate's penalty-ticket documentation: after a p-captcha response, wait about an hour for the count to clear.
 CAPTCHA_WAIT_SECONDS = 3600.0
 
 # Shown in error details instead of a response body that would be too long for a log line.
@@ -40,7 +40,7 @@ _BODY_EXCERPT_CHARS = 200
 
 @dataclasses.dataclass(frozen=True)
 class PenaltyTicket:
-    """A Tradovate penalty answer: HTTP 200 with p-ticket, p-time (seconds) and p-captcha in the body."""
+    """A Tradovate penalty response: HTTP 200 with p-ticket, p-time (seconds) and p-captcha in the body."""
 
     ticket: str = dataclasses.field(repr=False)
     wait_seconds: float
@@ -59,7 +59,7 @@ class PenaltyTicket:
 
 
 def parse_retry_after(header: str | None, now: dt.datetime) -> float:
-    """Return the wait in seconds that a Retry-After header asks for (delta-seconds or an HTTP date)."""
+    """Return the wait in seconds that a Retry-After header requests (delta-seconds or an HTTP date)."""
     if not header:
         return DEFAULT_RATE_LIMIT_RETRY_SECONDS
 
@@ -92,7 +92,7 @@ def decode_json(response: requests.Response, *, what: str, order_may_exist: bool
     except (ValueError, json.JSONDecodeError):
         raise BrokerError(
             FailureReason.INTERNAL_ERROR,
-            f"{what} answered HTTP {response.status_code} with a body that is not JSON: {body_excerpt(response)!r}",
+            f"{what} returned HTTP {response.status_code} with a body that is not JSON: {body_excerpt(response)!r}",
             permanent=False,
             order_may_exist=order_may_exist,
         ) from None
@@ -110,7 +110,7 @@ def _connection_never_opened(error: requests.ConnectionError) -> bool:
 
 
 class TradovateHttp:
-    """Sends requests to Tradovate with explicit timeouts, one requests.Session per calling thread."""
+    """HTTP client for Tradovate with explicit timeouts and one requests.Session per calling thread."""
 
     def __init__(self, timeout_seconds: float, *, user_agent: str = "justtrades-tradovate/1"):
         if timeout_seconds <= 0:
@@ -172,7 +172,7 @@ class TradovateHttp:
             # the request was sent, so Tradovate may have acted on it.
             raise BrokerError(
                 FailureReason.TIMEOUT,
-                f"{method} {url} got no answer within {self.timeout_seconds} s",
+                f"{method} {url} timed out: no response within {self.timeout_seconds} s",
                 permanent=False,
                 order_may_exist=places_order,
             ) from error
