@@ -118,7 +118,8 @@ def _broker_stats() -> list[dict]:
                             PER_JOB)],
              thresholds=steps((None, GREEN), (0.001, ORANGE), (10 / 60, RED)), links=link(UID_BROKER)),
         stat("Average broker call", "Average time of a broker call per job as the platform reports it "
-             "(avg_execution_ms), on the slowest replica.", "s",
+             "(avg_execution_ms), on the slowest replica. No alert rule watches it; the colours mark 1 s and 3 s.",
+             "s",
              [Target(f"max by (job) ({sel('justtrades_broker_execution_avg_seconds')})", PER_JOB)],
              thresholds=steps((None, GREEN), (1, ORANGE), (3, RED)), links=link(UID_BROKER)),
     ]
@@ -135,16 +136,17 @@ def _webhook_stats() -> list[dict]:
              "after 3 s.", "s",
              [Target(f"max by (job) ({sel('justtrades_webhook_avg_latency_seconds')})", PER_JOB)],
              thresholds=steps((None, GREEN), (0.1, ORANGE), (0.5, RED)), links=link(UID_WEBHOOKS)),
-        stat("Last webhook", "Time since the newest recorded webhook signal. No activity during market hours "
-             "can mean TradingView alerts stopped.", "s",
+        stat("Last webhook", "Time since the newest recorded webhook signal. The alert warns after 2 hours "
+             "without a signal while the market is open: TradingView alerts may have stopped.", "s",
              [Target(age("justtrades_webhook_last_activity_timestamp_seconds"), PER_JOB)],
-             thresholds=steps((None, GREEN), (3600, ORANGE)), links=link(UID_WEBHOOKS)),
+             thresholds=steps((None, GREEN), (7200, ORANGE)), links=link(UID_WEBHOOKS)),
         stat("Blocked signals", "Signals blocked by filters per minute (time windows, cooldown, signal blocks, "
-             "disabled recorders or traders, loss limits). A rising count means filter settings need a look.",
+             "disabled recorders or traders, loss limits). The alert warns at 10 or more in an hour: the "
+             "filter settings need a look.",
              "cpm",
              [Target("max by (job) (" + rate("justtrades_webhook_signals_total", 'status="blocked"') + ") * 60",
                      PER_JOB)],
-             thresholds=steps((None, GREEN), (1, ORANGE)), links=link(UID_WEBHOOKS)),
+             thresholds=steps((None, GREEN), (10 / 60, ORANGE)), links=link(UID_WEBHOOKS)),
     ]
 
 
