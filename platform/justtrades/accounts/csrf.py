@@ -1,12 +1,13 @@
 """CSRF protection for requests authenticated by the session cookie.
 
 Flask-WTF checks the token from the `X-CSRFToken` header (or a `csrf_token` form field) against the one kept
-in the signed session. The check applies only where a cookie could have been sent by a forged cross-site
-request: a state-changing method with the session cookie present. These requests skip it:
+in the signed session. The check applies only where a forged cross-site request could act with a victim's
+rights: a state-changing method whose session cookie belongs to a logged-in user. These requests skip it:
 
 - requests carrying a valid API key, because a browser never adds that header on its own;
 - `/webhook/` deliveries, which carry no cookie and authenticate by the recorder's token;
-- requests without the session cookie, which the auth decorators reject or which need no session.
+- requests without a logged-in session (no cookie, or an anonymous one), which act with no user's rights;
+  a login from an anonymous session therefore needs no token, and it starts a new session with a new token.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def _protect_cookie_requests():
     if current_app.config["SESSION_COOKIE_NAME"] not in request.cookies:
         return None
     if auth.api_key_is_valid():
+        return None
+    if auth.current_user() is None:
         return None
 
     csrf.protect()

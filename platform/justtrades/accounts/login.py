@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from flask import Blueprint, Flask, current_app, jsonify, request, session
+from flask import Blueprint, Flask, current_app, g, jsonify, request, session
 from markupsafe import escape
 from flask_login import LoginManager, login_user, logout_user
 from flask_wtf.csrf import generate_csrf
@@ -112,6 +112,7 @@ def login():
     # 3. Start a fresh session; the old one may have been planted by someone else.
     accounts.login_throttle.clear_account(account_key)
     session.clear()
+    g.pop("csrf_token", None)  # a token generated earlier in this request was signed for the cleared session
     login_user(session_user)
     logger.info("user %s logged in from %s", session_user.id, address)
     return jsonify({"success": True, "user": _user_json(session_user), "csrf_token": generate_csrf()})
@@ -120,10 +121,12 @@ def login():
 @blueprint.post("/logout")
 def logout():
     user = auth.current_user()
+    # current_user is a proxy that turns anonymous on logout, so read the id first.
+    user_id = user.id if user is not None else None
     logout_user()
     session.clear()
-    if user is not None:
-        logger.info("user %s logged out", user.id)
+    if user_id is not None:
+        logger.info("user %s logged out", user_id)
     return jsonify({"success": True})
 
 
