@@ -105,7 +105,7 @@ def _panel(kind: str, title: str, description: str, unit: str, targets: list[Tar
 
 def stat(title: str, description: str, unit: str, targets: list[Target], *, thresholds: dict,
          mappings: list | None = None, links: list[dict] | None = None, width: int = 4, height: int = 4) -> dict:
-    """A stat panel coloured by its thresholds."""
+    """Return a stat panel coloured by its thresholds."""
     return _panel(
         "stat", title, description, unit, targets, width=width, height=height, links=links,
         defaults={"thresholds": thresholds, "mappings": mappings or [], "color": {"mode": "thresholds"},
@@ -125,7 +125,7 @@ def stat(title: str, description: str, unit: str, targets: list[Target], *, thre
 def timeseries(title: str, description: str, unit: str, targets: list[Target], *, thresholds: dict | None = None,
                stacked: bool = False, bars: bool = False, min_zero: bool = True, width: int = 12,
                height: int = 8) -> dict:
-    """A time series panel; thresholds, when given, are drawn as dashed lines."""
+    """Return a time series panel. Thresholds, when given, are drawn as dashed lines."""
     custom = {
         "drawStyle": "bars" if bars else "line",
         "lineInterpolation": "stepAfter" if bars else "linear",
@@ -153,7 +153,7 @@ def timeseries(title: str, description: str, unit: str, targets: list[Target], *
 
 def state_timeline(title: str, description: str, targets: list[Target], *, mappings: list,
                    width: int = 12, height: int = 6) -> dict:
-    """A state timeline for 1/0 gauges, one lane per series."""
+    """Return a state timeline for 1/0 gauges, one lane per series."""
     return _panel(
         "state-timeline", title, description, "bool_yes_no", targets, width=width, height=height,
         defaults={"mappings": mappings, "color": {"mode": "thresholds"}, "thresholds": steps((None, BLUE)),
@@ -166,7 +166,7 @@ def state_timeline(title: str, description: str, targets: list[Target], *, mappi
 
 def table(title: str, description: str, unit: str, targets: list[Target], *, hidden_columns: list[str],
           width: int = 24, height: int = 7) -> dict:
-    """A table of an instant query's series, one row per series, without the columns in `hidden_columns`."""
+    """Return a table with one row per series of an instant query, without the columns in `hidden_columns`."""
     panel = _panel(
         "table", title, description, unit, targets, width=width, height=height,
         defaults={"thresholds": steps((None, RED)), "custom": {"align": "auto", "cellOptions": {"type": "auto"}}},
@@ -180,12 +180,12 @@ def table(title: str, description: str, unit: str, targets: list[Target], *, hid
 
 
 def row(title: str) -> dict:
-    """A row header; rows hold no query, so they carry no datasource, unit or description."""
+    """Return a row header. Rows have no query, so they carry no datasource, unit or description."""
     return {"type": "row", "title": title, "collapsed": False, "panels": [], "gridPos": {"w": 24, "h": 1}}
 
 
 def dashboard_link(uid: str, title: str) -> dict:
-    """A panel link to another dashboard that keeps the time range and the variables."""
+    """Return a panel link to another dashboard that keeps the time range and the variables."""
     query = "${__url_time_range}&${datasource:queryparam}&${job:queryparam}&${instance:queryparam}"
     return {"title": f"Open {title}", "url": f"/d/{uid}?{query}", "targetBlank": False}
 
@@ -232,7 +232,7 @@ def _variables() -> list[dict]:
 
 
 def _label_variable(name: str, query: str) -> dict:
-    """A multi-select variable over a label's values, with All matching any value."""
+    """Return a multi-select variable over a label's values, with All matching any value."""
     return {
         "name": name,
         "label": name.capitalize(),

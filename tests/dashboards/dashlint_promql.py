@@ -1,8 +1,8 @@
 """A PromQL scanner that finds what the dashboard lint needs: selectors, their matchers and ranges, and the
 function calls around each selector.
 
-It is not a full parser. Whether a query is valid PromQL is decided by the real Prometheus in
-test_live_queries.py; this module only has to locate vector selectors in queries that Prometheus accepts.
+It is not a full parser. The real Prometheus in test_live_queries.py decides whether a query is valid PromQL,
+so this module only has to locate vector selectors in queries that Prometheus accepts.
 Grafana variables (`$job`, `${datasource}`, `$__rate_interval`) are kept as written.
 """
 

@@ -1,8 +1,8 @@
 """Check docker-compose.yml, the Dockerfiles and the provisioning files without Docker.
 
-Docker is not available to the test suite, so the stack is checked by reading its files: every mounted file
-exists, every image build has its context and Dockerfile, every service has a health check and a restart
-policy, no secret is written into a file, and the files that refer to each other (Grafana provisioning,
+Docker is not available to the test suite, so the stack is checked by reading its files. Every mounted file
+exists, every image build has its context and Dockerfile, and every service has a health check and a restart
+policy. No secret is written into a file. The files that refer to each other (Grafana provisioning,
 prometheus.yml, compose) agree on paths, host names and ports.
 """
 

@@ -35,7 +35,7 @@ QUERY_WINDOW_SECONDS = 20
 # Grafana's built-in variables, with values that suit a one-second scrape interval.
 BUILTIN_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1s", "$__range": "5m"}
 
-# Metrics that have no sample until a subsystem holds state the test platform cannot have. Their queries are
+# Metrics that have no sample until a subsystem has state the test platform cannot have. Their queries are
 # skipped, not failed, and only while the metric is really absent from the scraped job.
 STATEFUL_METRICS = {
     "justtrades_price": "no TradingView feed runs in the test platform, so no symbol has a cached price",
