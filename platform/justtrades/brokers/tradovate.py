@@ -266,10 +266,9 @@ class TradovateBroker:
         request_line = f"{method} {path}"
         self._raise_if_blocked(group, environment)
 
+        token = self._tokens.access_token(group, environment, account.access_token)
         if penalty_key is not None and json_body is not None:
             json_body = self._with_pending_ticket(json_body, penalty_key)
-
-        token = self._tokens.access_token(group, environment, account.access_token)
         response = self._send(method, base_url + path, token, json_body, params, places_order)
 
         # Tradovate checks the token before acting on a request, so after a 401 a single retry cannot
