@@ -107,6 +107,17 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.4g}"
 
 
+def _duration(seconds: float) -> str:
+    """Format an age for a person: 45s, 12 min, 5 h, 3 days."""
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
+
+
 def _above(value: float, warning: float, critical: float) -> State:
     if value > critical:
         return State.CRITICAL
@@ -193,7 +204,7 @@ def tradingview_websocket(context: CheckContext, row: Row) -> RowResult:
 
     silent = context.now - last_message
     state = State.CRITICAL if silent > 300 else State.WARNING
-    return row.result(state, "disconnected", f"last message {silent:.0f}s ago, so disconnected for at most that long")
+    return row.result(state, "disconnected", f"last message {_duration(silent)} ago, so disconnected for at most that long")
 
 
 def jwt_valid(context: CheckContext, row: Row) -> RowResult:
@@ -231,7 +242,7 @@ def whop_sync_age(context: CheckContext, row: Row) -> RowResult:
     if last_run is None:
         return row.unknown(context)
     age = context.now - last_run
-    return row.result(_above(age, 120, 300), f"{age:.0f}s")
+    return row.result(_above(age, 120, 300), _duration(age))
 
 
 def stuck_users(context: CheckContext, row: Row) -> RowResult:
@@ -304,7 +315,7 @@ def price_feed_age(context: CheckContext, row: Row) -> RowResult:
     oldest = min(updates, key=lambda sample: sample.value)
     age = context.now - oldest.value
     symbol = dict(oldest.labels)["symbol"]
-    value = f"{age:.0f}s ({symbol}, the oldest)"
+    value = f"{_duration(age)} ({symbol}, the oldest)"
     if not context.market_open:
         return row.result(State.OK, value, "market closed, so this row does not apply")
     return row.result(_above(age, 60, 900), value)
@@ -326,7 +337,7 @@ def webhook_activity_in_market_hours(context: CheckContext, row: Row) -> RowResu
         return row.unknown(context)
 
     age = context.now - newest
-    return row.result(State.WARNING if age > NO_ACTIVITY_WARNING_SECONDS else State.OK, f"last signal {age:.0f}s ago")
+    return row.result(State.WARNING if age > NO_ACTIVITY_WARNING_SECONDS else State.OK, f"last signal {_duration(age)} ago")
 
 
 def pending_resends(context: CheckContext, row: Row) -> RowResult:

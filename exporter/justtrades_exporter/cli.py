@@ -93,10 +93,15 @@ def _add_platform_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def with_default_command(argv: list[str]) -> list[str]:
+    """Return the arguments with `serve` put first when they name no command."""
+    if argv and argv[0] in COMMANDS + ("-h", "--help", "--version"):
+        return list(argv)
+    return ["serve", *argv]
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS + ("-h", "--help", "--version"):
-        argv.insert(0, "serve")
+    argv = with_default_command(list(sys.argv[1:] if argv is None else argv))
 
     parser = build_parser()
     args = parser.parse_args(argv)

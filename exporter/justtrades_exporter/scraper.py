@@ -68,7 +68,7 @@ class PlatformScraper:
         self._lock = threading.Lock()
         self._cache: dict[Endpoint, EndpointReading] = {}
         self.endpoint_errors: dict[str, int] = {endpoint.path: 0 for endpoint in contract.METRIC_ENDPOINTS}
-        self.field_errors: dict[tuple[str, str], int] = dict.fromkeys(_known_fields(), 0)
+        self.field_errors: dict[tuple[str, str], int] = dict.fromkeys(KNOWN_FIELDS, 0)
 
         self._endpoint_log = RateLimitedLog(logger)
         self._field_log = RateLimitedLog(logger)
@@ -183,3 +183,6 @@ def _known_fields() -> list[tuple[str, str]]:
         reader = FieldReader(endpoint.path, {}, lambda e, field, _reason: fields.append((e, field)))
         translator(reader, SampleSet())
     return fields
+
+
+KNOWN_FIELDS = tuple(_known_fields())

@@ -11,7 +11,10 @@ import copy
 import dataclasses
 import http.server
 import json
+import re
+import socket
 import threading
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -216,12 +219,34 @@ class Route:
     body: bytes = b"{}"
     content_type: str = "application/json"
     delay_seconds: float = 0.0
+    drip_seconds: float = 0.0  # pause between single bytes of the body: a server that never quite times out
 
 
 class _Server(http.server.ThreadingHTTPServer):
     # The exporter opens one connection per endpoint at once; the default backlog of 5 would drop some SYNs,
     # and the kernel's one-second retransmit would show up as slow scrapes.
     request_queue_size = 128
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+
+    def get_request(self):
+        connection, address = super().get_request()
+        with self.connections_lock:
+            self.connections.add(connection)
+        return connection, address
+
+    def close_connections(self) -> None:
+        """Cut kept-alive connections too, so a stopped platform looks like a dead process."""
+        with self.connections_lock:
+            for connection in self.connections:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self.connections.clear()
 
 
 class FakePlatform:
@@ -257,6 +282,9 @@ class FakePlatform:
     def set_delay(self, path: str, seconds: float) -> None:
         self.routes[path].delay_seconds = seconds
 
+    def set_drip(self, path: str, seconds_per_byte: float) -> None:
+        self.routes[path].drip_seconds = seconds_per_byte
+
     def paths_requested(self) -> list[str]:
         with self._lock:
             return [path for path, _query, _headers in self.requests]
@@ -265,6 +293,7 @@ class FakePlatform:
         self._release.set()
         self._server.shutdown()
         self._server.server_close()
+        self._server.close_connections()
         self._thread.join(timeout=5)
 
     def _handler_class(self):
@@ -296,7 +325,14 @@ class FakePlatform:
                     self.send_header("Content-Type", route.content_type)
                     self.send_header("Content-Length", str(len(route.body)))
                     self.end_headers()
-                    self.wfile.write(route.body)
+                    if not route.drip_seconds:
+                        self.wfile.write(route.body)
+                        return
+                    for index in range(len(route.body)):
+                        self.wfile.write(route.body[index : index + 1])
+                        self.wfile.flush()
+                        if platform._release.wait(route.drip_seconds):
+                            return
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the exporter gave up on a slow answer
 
@@ -390,3 +426,49 @@ def scrape() -> Callable[[Exporter], dict[SampleKey, float]]:
         return parse_exposition(generate_latest(exporter.registry).decode())
 
     return run
+
+
+CATALOGUE = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
+
+
+@dataclasses.dataclass(frozen=True)
+class CatalogueEntry:
+    name: str
+    type: str
+    labels: tuple[str, ...]
+    producer: str
+
+
+def read_catalogue(path: Path = CATALOGUE) -> dict[str, CatalogueEntry]:
+    """Parse the metric tables of docs/metrics.md.
+
+    Contract tables have rows `| `name` | type | unit | labels | JSON field | producer |`; the exporter's own table
+    has `| `name` | type | unit | labels | meaning |`, read here with producer "exporter".
+    """
+    entries: dict[str, CatalogueEntry] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) not in (5, 6) or not cells[0].startswith("`justtrades_"):
+            continue
+        name = cells[0].strip("`")
+        # The labels cell names each label in backticks, followed by its values in brackets.
+        labels = tuple(re.findall(r"`([a-z_]+)`", cells[3]))
+        producer = cells[5] if len(cells) == 6 else "exporter"
+        entries[name] = CatalogueEntry(name, cells[1], labels, producer)
+    return entries
+
+
+@pytest.fixture(scope="session")
+def contract_catalogue() -> dict[str, CatalogueEntry]:
+    """The catalogue's metrics that both the platform and the exporter produce."""
+    entries = {name: entry for name, entry in read_catalogue().items() if entry.producer == "both"}
+    assert entries, f"no metric with producer 'both' found in {CATALOGUE}"
+    return entries
+
+
+@pytest.fixture(scope="session")
+def exporter_catalogue() -> dict[str, CatalogueEntry]:
+    """The catalogue's table of the exporter's own metrics."""
+    entries = {name: entry for name, entry in read_catalogue().items() if entry.producer == "exporter"}
+    assert entries, f"no exporter metric table found in {CATALOGUE}"
+    return entries
