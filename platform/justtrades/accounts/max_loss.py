@@ -91,7 +91,7 @@ class MaxLossMonitor:
                 breach.trader_id: breach
                 for breach in session.scalars(select(LossBreach).where(LossBreach.session_date == pnl.session_date))
             }
-            recorder_names = dict(session.execute(select(Recorder.id, Recorder.name)).tuples().all())
+            recorder_names = {row.id: row.name for row in session.execute(select(Recorder.id, Recorder.name))}
             monitored_ids = {trader.id for trader in traders}
             # A breach stays in force for the session even when its limit was removed afterwards.
             extra = [session.get(Trader, trader_id) for trader_id in recorded if trader_id not in monitored_ids]
@@ -152,4 +152,5 @@ def _insert_breach(session: Session, trader: Trader, session_date: dt.date, pnl:
         raise RuntimeError(f"database dialect {dialect!r} is not supported; use PostgreSQL or SQLite")
 
     statement = statement.on_conflict_do_nothing(index_elements=["trader_id", "session_date"])
-    return session.execute(statement).rowcount == 1
+    # RETURNING yields the new id, or no row when the breach existed (rowcount is not reliable here on psycopg).
+    return session.execute(statement.returning(LossBreach.id)).scalar() is not None
