@@ -128,7 +128,7 @@ class TradingViewPeer:
 
     def start_websocket(self) -> None:
         """Listen for websockets; after stop_websocket() it listens again on the same port."""
-        self._ws_server = serve(self._handle, "127.0.0.1", self._ws_port, compression=None, ping_interval=None)
+        self._ws_server = serve(self._handle, "127.0.0.1", self._ws_port, compression=None, ping_interval=None, close_timeout=0.5)
         self._ws_port = self._ws_server.socket.getsockname()[1]
         self._ws_thread = threading.Thread(target=self._ws_server.serve_forever, daemon=True)
         self._ws_thread.start()

@@ -48,7 +48,7 @@ class TradovateSocketPeer:
         self.client_heartbeats = 0
 
     def __enter__(self) -> "TradovateSocketPeer":
-        self._server = serve(self._handle, "127.0.0.1", 0, compression=None, ping_interval=None)
+        self._server = serve(self._handle, "127.0.0.1", 0, compression=None, ping_interval=None, close_timeout=0.5)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self
