@@ -140,10 +140,17 @@ def read_position_monitor_status(reader: FieldReader, samples: SampleSet) -> Non
 
 
 def _read_connections_by_state(reader: FieldReader, samples: SampleSet) -> None:
-    """Read `connections` as counts by state ({"connected": 2}) or as a list of connections with a `state` field."""
-    raw = reader.raw("connections")
-    if isinstance(raw, dict):
-        _add_counts(reader, samples, "connections", "justtrades_position_monitor_connections", "state")
+    """Read the connection counts by state.
+
+    The platform sends `connections_by_state` ({"subscribed": 2, ...}) next to a `connections` list; older shapes
+    send only `connections`, as counts by state or as a list of connections with a `state` field each.
+    """
+    metric = "justtrades_position_monitor_connections"
+    if reader.has("connections_by_state") or not reader.has("connections"):
+        _add_counts(reader, samples, "connections_by_state", metric, "state")
+        return
+    if isinstance(reader.raw("connections"), dict):
+        _add_counts(reader, samples, "connections", metric, "state")
         return
 
     connections = reader.sequence("connections")
@@ -158,7 +165,7 @@ def _read_connections_by_state(reader: FieldReader, samples: SampleSet) -> None:
             continue
         counts[state] = counts.get(state, 0) + 1
     for state, count in sorted(counts.items()):
-        samples.add("justtrades_position_monitor_connections", count, state=state)
+        samples.add(metric, count, state=state)
 
 
 def read_thread_health(reader: FieldReader, samples: SampleSet) -> None:

@@ -157,7 +157,8 @@ def reference_documents() -> dict[str, dict[str, Any]]:
             "earliest_token_expiry": "2026-02-21T15:00:00-05:00",
         },
         "/api/position-monitor/status": {
-            "connections": {"connected": 12, "connecting": 0, "disconnected": 1},
+            "connections_by_state": {"subscribed": 12, "connecting": 0, "disconnected": 1},
+            "connections": [{"state": "subscribed", "accounts": 1}] * 12 + [{"state": "disconnected", "accounts": 1}],
             "accounts": 13,
             "last_message_at": "2026-02-21T14:29:58Z",
             "events": {"position": 40, "fill": 22, "order": 31, "other": 5},

@@ -71,7 +71,7 @@ EXPECTED_CONTRACT_SAMPLES = {
     key("justtrades_accounts_needing_reauth"): 1.0,
     key("justtrades_accounts_all_valid"): 0.0,
     key("justtrades_account_token_earliest_expiry_timestamp_seconds"): unix("2026-02-21T20:00:00+00:00"),
-    key("justtrades_position_monitor_connections", state="connected"): 12.0,
+    key("justtrades_position_monitor_connections", state="subscribed"): 12.0,
     key("justtrades_position_monitor_connections", state="connecting"): 0.0,
     key("justtrades_position_monitor_connections", state="disconnected"): 1.0,
     key("justtrades_position_monitor_accounts"): 13.0,
@@ -214,6 +214,7 @@ def test_platform_without_breakdown_reports_unclassified(fake_platform, document
 
 def test_connections_list_counted_by_state(fake_platform, documents, make_exporter, scrape):
     monitor = documents["/api/position-monitor/status"]
+    del monitor["connections_by_state"]
     monitor["connections"] = [{"state": "connected"}, {"state": "connected"}, {"state": "reconnecting"}]
     fake_platform.set_json("/api/position-monitor/status", monitor)
     exporter = make_exporter(fake_platform.url)
@@ -222,6 +223,22 @@ def test_connections_list_counted_by_state(fake_platform, documents, make_export
 
     assert samples[key("justtrades_position_monitor_connections", state="connected")] == 2.0
     assert samples[key("justtrades_position_monitor_connections", state="reconnecting")] == 1.0
+
+
+def test_connections_counts_object_read(fake_platform, documents, make_exporter, scrape):
+    monitor = documents["/api/position-monitor/status"]
+    del monitor["connections_by_state"]
+    monitor["connections"] = {"subscribed": 4, "stale": 1}
+    fake_platform.set_json("/api/position-monitor/status", monitor)
+    exporter = make_exporter(fake_platform.url)
+
+    samples = scrape(exporter)
+
+    connections = {k: v for k, v in samples.items() if k[0] == "justtrades_position_monitor_connections"}
+    assert connections == {
+        key("justtrades_position_monitor_connections", state="subscribed"): 4.0,
+        key("justtrades_position_monitor_connections", state="stale"): 1.0,
+    }
 
 
 def test_two_exporters_in_one_process(documents, make_platform, make_exporter, scrape):
