@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from decimal import Decimal
 
 import pytest
@@ -194,4 +195,28 @@ def test_from_settings_reads_timeout_and_url(tmp_path, peer, account):
         broker.close()
 
     assert result.status == "placed"
+    assert peer.token_requests["jt-demo"] == 1
+
+
+def test_concurrent_workers_share_one_adapter(broker, peer, account):
+    results, errors = [], []
+
+    def place(number: int):
+        try:
+            results.append(broker.place_order(market_order(account, client_order_id=f"job-{number}:trader-1")))
+        except Exception as error:  # collected so the main thread can report it
+            errors.append(error)
+
+    threads = [threading.Thread(target=place, args=(number,)) for number in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+
+    assert errors == []
+    assert len(results) == 12
+    assert len({result.broker_order_id for result in results}) == 12
+    assert sorted(entry["clOrdId"] for entry in peer.snapshot_orders()) == sorted(
+        f"job-{number}:trader-1" for number in range(12)
+    )
     assert peer.token_requests["jt-demo"] == 1
