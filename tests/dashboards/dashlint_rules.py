@@ -6,8 +6,8 @@ every offending panel at once.
 
 from __future__ import annotations
 
-from dashlint_catalogue import PROMETHEUS_SERIES, Catalogue, iter_panels, iter_targets
-from dashlint_promql import scan
+from tests.dashboards.dashlint_catalogue import PROMETHEUS_SERIES, Catalogue, iter_panels, iter_targets
+from tests.dashboards.dashlint_promql import scan
 
 DATASOURCE_REF = "${datasource}"
 RATE_INTERVAL = "$__rate_interval"

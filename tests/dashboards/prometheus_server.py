@@ -30,13 +30,19 @@ def free_port() -> int:
 
 
 class PrometheusServer:
-    """Prometheus scraping `targets` (job name -> host:port) every second, with optional rule files."""
+    """Prometheus scraping `targets` (job name -> host:port) every second, with optional rule files.
 
-    def __init__(self, binary: str, workdir: Path, targets: dict[str, str], rules: list[dict] | None = None):
+    `slow_jobs` maps a job name to a longer scrape interval (also its scrape timeout), for producers whose
+    scrape takes longer than a second.
+    """
+
+    def __init__(self, binary: str, workdir: Path, targets: dict[str, str], rules: list[dict] | None = None,
+                 slow_jobs: dict[str, str] | None = None):
         self.binary = binary
         self.workdir = workdir
         self.targets = targets
         self.rules = rules or []
+        self.slow_jobs = slow_jobs or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "prometheus.log"
@@ -49,13 +55,17 @@ class PrometheusServer:
         config = {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(rule_path)],
-            "scrape_configs": [
-                {"job_name": job, "static_configs": [{"targets": [address]}]} for job, address in self.targets.items()
-            ],
+            "scrape_configs": [self._scrape_config(job, address) for job, address in self.targets.items()],
         }
         config_path = self.workdir / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
         return config_path
+
+    def _scrape_config(self, job: str, address: str) -> dict:
+        config = {"job_name": job, "static_configs": [{"targets": [address]}]}
+        if job in self.slow_jobs:
+            config["scrape_interval"] = config["scrape_timeout"] = self.slow_jobs[job]
+        return config
 
     def start(self, timeout: float = 30.0) -> "PrometheusServer":
         config_path = self.write_config()
@@ -99,14 +109,15 @@ class PrometheusServer:
             raise RuntimeError(f"query {query!r} failed: {document.get('error')}")
         return document["data"]["result"]
 
-    def wait_for(self, query: str, timeout: float, what: str) -> None:
-        """Wait until the instant query `query` returns a series."""
+    def wait_for(self, query, timeout: float, what: str) -> None:
+        """Wait until the instant query returns a series; `query` is a string or a function returning one."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.instant(query):
+            text = query() if callable(query) else query
+            if self.instant(text):
                 return
             time.sleep(0.5)
-        raise RuntimeError(f"timed out after {timeout} s waiting for {what} ({query}); Prometheus log:\n{self.log_tail()}")
+        raise RuntimeError(f"timed out after {timeout} s waiting for {what} ({text}); Prometheus log:\n{self.log_tail()}")
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

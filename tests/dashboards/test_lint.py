@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from dashlint_catalogue import DASHBOARD_DIR, PROMETHEUS_SERIES, iter_panels, iter_targets, load_dashboards
-from dashlint_promql import PromQLScanError, scan
-from dashlint_rules import (
+from tests.dashboards.dashlint_catalogue import DASHBOARD_DIR, PROMETHEUS_SERIES, iter_panels, iter_targets, load_dashboards
+from tests.dashboards.dashlint_promql import PromQLScanError, scan
+from tests.dashboards.dashlint_rules import (
     MAX_UID_LENGTH, dashboard_query_problems, link_problems, panel_problems, query_problems, variable_problems,
 )
 

@@ -23,14 +23,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from dashlint_catalogue import PROMETHEUS_SERIES, iter_targets, load_catalogue, load_dashboards
-from dashlint_promql import scan
-from prometheus_server import PrometheusServer, free_port, prometheus_binary
+from tests.dashboards.dashlint_catalogue import PROMETHEUS_SERIES, iter_targets, load_catalogue, load_dashboards
+from tests.dashboards.dashlint_promql import scan
+from tests.dashboards.prometheus_server import PrometheusServer, free_port, prometheus_binary
 
 ON_CI = os.environ.get("CI", "").lower() == "true"
 PLATFORM_JOB = "justtrades"
 EXPORTER_JOB = "justtrades-exporter"
 QUERY_WINDOW_SECONDS = 20
+EXPORTER_SCRAPE_SECONDS = 3
 
 # Grafana's built-in variables, with values that suit a one-second scrape interval.
 BUILTIN_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1s", "$__range": "5m"}
@@ -38,11 +39,6 @@ BUILTIN_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1s", "$__range": 
 # Metrics that have no sample until a subsystem has state the test platform cannot have. Their queries are
 # skipped, not failed, and only while the metric is really absent from the scraped job.
 STATEFUL_METRICS = {
-    "justtrades_price": "no TradingView feed runs in the test platform, so no symbol has a cached price",
-    "justtrades_price_last_update_timestamp_seconds":
-        "no TradingView feed runs in the test platform, so no symbol has a cached price",
-    "justtrades_tradingview_last_message_timestamp_seconds":
-        "no TradingView feed runs in the test platform, so no message ever arrived",
     "justtrades_position_monitor_last_message_timestamp_seconds":
         "the demo accounts are paper accounts, so the Tradovate position monitor never hears a message",
     "justtrades_account_token_earliest_expiry_timestamp_seconds":
@@ -169,6 +165,31 @@ def _post_traffic(platform_server) -> None:
         assert response.status_code < 500, (token, response.status_code, response.text)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def loopback_peers_only():
+    """Point every outside connection of the platform server at 127.0.0.1 before the server starts.
+
+    The platform's feeds default to TradingView's and Tradovate's public hosts. This fixture is autouse, so
+    pytest runs it before the module-scoped platform server, which copies os.environ when it starts. The
+    TradingView peer serves real-time quotes, so the price panels have data. Tradovate URLs point at a closed
+    loopback port: the demo accounts are paper accounts, so nothing should connect there.
+    """
+    from tests.peers.tradingview_ws import TradingViewPeer, make_jwt
+
+    jwt = make_jwt(3600)
+    closed_port = free_port()
+    with TradingViewPeer(accepted_jwts={jwt}) as peer, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JT_TRADINGVIEW_WS_URL", peer.ws_url)
+        patch.setenv("JT_TRADINGVIEW_POLL_URL", f"{peer.http_url}/scan")
+        patch.setenv("JT_TRADINGVIEW_JWT_REFRESH_URL", f"{peer.http_url}/chart/")
+        patch.setenv("JT_TRADINGVIEW_JWT", jwt)
+        patch.setenv("JT_TRADOVATE_URL", f"http://127.0.0.1:{closed_port}/v1")
+        patch.setenv("JT_TRADOVATE_WS_URL", f"ws://127.0.0.1:{closed_port}/v1/websocket")
+        for name in ("JT_TRADOVATE_WS_URL_DEMO", "JT_TRADOVATE_WS_URL_LIVE", "JT_WHOP_API_KEY", "JT_SMTP_HOST"):
+            patch.delenv(name, raising=False)
+        yield peer
+
+
 class LiveStack:
     def __init__(self, prometheus: PrometheusServer, exporter_running: bool, scraped_names: dict[str, set[str]]):
         self.prometheus = prometheus
@@ -189,14 +210,22 @@ def live_stack(shared_platform_server, tmp_path_factory):
     if exporter is not None:
         targets[EXPORTER_JOB] = exporter.address
 
-    prometheus = PrometheusServer(binary, workdir, targets, PROBE_RULES).start()
+    # The exporter polls every JSON endpoint within the scrape timeout Prometheus announces and leaves out the
+    # endpoints it had no time for, so its job gets a longer interval than the platform's one second.
+    slow_jobs = {EXPORTER_JOB: f"{EXPORTER_SCRAPE_SECONDS}s"}
+    prometheus = PrometheusServer(binary, workdir, targets, PROBE_RULES, slow_jobs).start()
     try:
         # Counters need a sample before and after the traffic for rate() to see it.
         prometheus.wait_for(f'count_over_time(up{{job="{PLATFORM_JOB}"}}[1m]) >= 3', 30, "three scrapes")
         _post_traffic(shared_platform_server)
         prometheus.wait_for(f'sum(justtrades_signal_to_order_seconds_count{{job="{PLATFORM_JOB}"}}) > 0', 30,
                             "the broker workers to execute the demo signals")
-        time.sleep(3)  # a few scrapes after the last execution, so every rate has two samples
+
+        # Two more scrapes of every job after the last execution, so every rate sees the traffic.
+        executed_at = time.time()
+        for job in targets:
+            prometheus.wait_for(lambda: f'count_over_time(up{{job="{job}"}}[{_seconds_since(executed_at)}s]) >= 2',
+                                30, f"two scrapes of {job} after the traffic")
         prometheus.wait_for('count(ALERTS{alertname=~"Dashboard.*Probe", alertstate="firing"}) >= 2', 30,
                             "the probe alerts")
 
@@ -206,6 +235,10 @@ def live_stack(shared_platform_server, tmp_path_factory):
         prometheus.stop()
         if exporter is not None:
             exporter.stop()
+
+
+def _seconds_since(moment: float) -> int:
+    return max(1, int(time.time() - moment))
 
 
 def _scraped_names(prometheus: PrometheusServer, job: str) -> set[str]:
