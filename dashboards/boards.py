@@ -350,15 +350,21 @@ def webhooks() -> dict:
 def market_data() -> dict:
     panels = [
         row("TradingView feed"),
-        state_timeline("Feed state", "TradingView WebSocket connected, session token (JWT) valid, delayed "
-                       "mode and polling fallback, per replica. Disconnected or delayed during market hours "
-                       "means trades use stale prices.",
+        state_timeline("TradingView connection", "TradingView WebSocket connected and session token (JWT) "
+                       "valid, per replica. The alerts warn when either is down and turn critical after 5 minutes "
+                       "disconnected or an hour without a valid token.",
                        [Target(sel("justtrades_tradingview_websocket_connected"), "{{instance}} connected"),
-                        Target(sel("justtrades_tradingview_jwt_valid"), "{{instance}} JWT valid"),
-                        Target(sel("justtrades_tradingview_delayed"), "{{instance}} delayed"),
-                        Target(sel("justtrades_tradingview_polling_fallback_active"), "{{instance}} polling"),
-                        Target(f"max by (job) ({sel('justtrades_market_open')})", "CME session open")],
-                       mappings=YES_NO_BAD_WHEN_NO, width=24, height=7),
+                        Target(sel("justtrades_tradingview_jwt_valid"), "{{instance}} JWT valid")],
+                       mappings=YES_NO_BAD_WHEN_NO, width=9),
+        state_timeline("Degraded price modes", "Delayed mode (prices 10 to 15 minutes old) and the HTTP polling "
+                       "fallback that runs while the WebSocket is down, per replica.",
+                       [Target(sel("justtrades_tradingview_delayed"), "{{instance}} delayed"),
+                        Target(sel("justtrades_tradingview_polling_fallback_active"), "{{instance}} polling")],
+                       mappings=YES_NO_BAD_WHEN_YES, width=9),
+        state_timeline("CME session", "Whether the CME Globex session is open. Stale prices only matter while "
+                       "it is open.",
+                       [Target(f"max by (job) ({sel('justtrades_market_open')})", PER_JOB)],
+                       mappings=OPEN_CLOSED, width=6),
         timeseries("Price age by symbol", "Seconds since each cached price was last updated (the newest over "
                    "the replicas). During market hours: warning above 60 s, a feed failure above 15 minutes.",
                    "s",
@@ -368,8 +374,8 @@ def market_data() -> dict:
         timeseries("Last price by symbol", "The last cached price per product root, as the feed delivered it.",
                    "short",
                    [Target(f"max by (symbol) ({sel('justtrades_price')})", "{{symbol}}")], min_zero=False),
-        timeseries("Feed messages and reconnects", "Seconds since the last TradingView message per replica, "
-                   "and the reconnects per minute.", "s",
+        timeseries("Time since last feed message", "Seconds since the last TradingView message (quotes and "
+                   "heartbeats) per replica. A growing value while connected means a silent socket.", "s",
                    [Target(age("justtrades_tradingview_last_message_timestamp_seconds", "instance"),
                            "{{instance}} since last message")]),
         timeseries("Reconnects and market data tokens", "TradingView reconnects per minute, and the market "
