@@ -97,6 +97,7 @@ class Settings:
 
     # Tradovate REST.
     tradovate_url: str = "https://demo.tradovateapi.com/v1"
+    tradovate_live_url: str = "https://live.tradovateapi.com/v1"
     tradovate_timeout_seconds: float = 5.0
 
     # Access to the per-entity broker-state endpoints, which expose customers' positions.
@@ -130,6 +131,7 @@ class Settings:
                 environ, "JT_DUPLICATE_WINDOW_SECONDS", defaults.duplicate_window_seconds
             ),
             tradovate_url=environ.get("JT_TRADOVATE_URL", defaults.tradovate_url),
+            tradovate_live_url=environ.get("JT_TRADOVATE_LIVE_URL", defaults.tradovate_live_url),
             tradovate_timeout_seconds=_env_float(
                 environ, "JT_TRADOVATE_TIMEOUT_SECONDS", defaults.tradovate_timeout_seconds
             ),

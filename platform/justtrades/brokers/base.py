@@ -94,7 +94,7 @@ class OrderRequest:
 @dataclasses.dataclass(frozen=True)
 class OrderResult:
     broker_order_id: str
-    status: str  # "placed" or "filled"
+    status: str  # "placed", "filled", "rejected" or "canceled" (the last two only from find_order)
     fill_price: Decimal | None = None
 
 

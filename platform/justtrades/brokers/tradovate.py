@@ -50,8 +50,8 @@ _NO_FUNDS = re.compile(r"insufficient|margin|buying power|not enough (funds|cash
 _EXPIRED_TOKEN = re.compile(r"expired.*(token|session|access)|(token|session|access).*expired", re.IGNORECASE)
 
 
-def default_base_urls(demo_url: str = DEMO_URL) -> dict[str, str]:
-    return {"demo": demo_url.rstrip("/"), "live": LIVE_URL}
+def default_base_urls(demo_url: str = DEMO_URL, live_url: str = LIVE_URL) -> dict[str, str]:
+    return {"demo": demo_url.rstrip("/"), "live": live_url.rstrip("/")}
 
 
 def build_tradovate_broker(settings, environ: Mapping[str, str] | None = None) -> "TradovateBroker":
@@ -117,7 +117,7 @@ class TradovateBroker:
     @classmethod
     def from_settings(cls, settings, environ: Mapping[str, str] | None = None) -> "TradovateBroker":
         """Build the adapter and its token manager from Settings and JT_TRADOVATE_CREDENTIALS_FILE."""
-        base_urls = default_base_urls(settings.tradovate_url)
+        base_urls = default_base_urls(settings.tradovate_url, settings.tradovate_live_url)
         http = TradovateHttp(settings.tradovate_timeout_seconds)
         tokens = TokenManager(load_credentials_from_environ(environ), base_urls, http=http)
         return cls(tokens, base_urls=base_urls, http=http)

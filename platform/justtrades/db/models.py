@@ -227,7 +227,7 @@ class Order(Base):
     order_type: Mapped[str] = mapped_column(String(16), default="Market")
     take_profit: Mapped[Decimal | None] = mapped_column(ExactDecimal)
     stop_loss: Mapped[Decimal | None] = mapped_column(ExactDecimal)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending, placed, filled, rejected
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending, placed, filled, rejected, canceled, unknown
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

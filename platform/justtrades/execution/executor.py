@@ -49,7 +49,8 @@ class Executor:
         try:
             self._run(job)
         except BrokerError as error:
-            self._handle_failure(job, error.reason, str(error), permanent=error.permanent, retry_after=error.retry_after)
+            self._handle_failure(job, error.reason, str(error), permanent=error.permanent,
+                                 retry_after=error.retry_after, order_may_exist=error.order_may_exist)
         except Exception as error:
             # A bug must not lose the job: it is retried later and shows in failures with its class.
             logger.exception("job %s (trader %s) failed with an unexpected error", job.id, job.trader_id)
@@ -73,6 +74,11 @@ class Executor:
             return
         if order is not None:
             found = broker.find_order(ref, order.client_order_id)
+            if found is not None and found.status in ("rejected", "canceled"):
+                # The broker has the order and ended it; placing it again would be a second order.
+                self._mark_order(order.id, found)
+                raise BrokerError(FailureReason.ORDER_REJECTED, f"order {order.client_order_id} is {found.status} "
+                                  "at the broker", permanent=True)
             if found is not None:
                 logger.info("job %s: order %s found at the broker after an earlier attempt", job.id, order.client_order_id)
                 self._complete(job, order.id, found, started)
@@ -134,24 +140,28 @@ class Executor:
             order = self._existing_order(job.id)
         return order
 
-    def _complete(self, job: ExecutionJob, order_id: int, result: OrderResult, started: float) -> None:
+    def _mark_order(self, order_id: int, result: OrderResult) -> None:
         with self._session_factory() as session, session.begin():
             order = session.get(Order, order_id)
             order.status = result.status
             order.broker_order_id = result.broker_order_id
+
+    def _complete(self, job: ExecutionJob, order_id: int, result: OrderResult, started: float) -> None:
+        self._mark_order(order_id, result)
         self._store.finish(job.id, DONE)
 
         signal_to_order = (utcnow() - job.signal_received_at).total_seconds()
         self._stats.record_success(time.monotonic() - started, signal_to_order)
         logger.info("job %s: order %s %s for trader %s", job.id, result.broker_order_id, result.status, job.trader_id)
 
-    def _handle_failure(self, job, reason: FailureReason, message: str, *, permanent: bool, retry_after=None) -> None:
+    def _handle_failure(self, job, reason, message: str, *, permanent: bool, retry_after=None, order_may_exist=False):
         final = permanent or job.attempts >= self._max_attempts
         self._stats.record_failure(reason, final)
         self._record_failure(job, reason, message, final)
 
         if final:
-            self._reject_pending_order(job.id)
+            # After a timeout the broker may hold the order: "unknown" tells the operator to look there.
+            self._end_pending_order(job.id, "unknown" if order_may_exist else "rejected")
             self._store.finish(job.id, FAILED, error=message)
             logger.warning("job %s (trader %s) failed for good after %d attempt(s): %s", job.id, job.trader_id, job.attempts, message)
             return
@@ -178,11 +188,11 @@ class Executor:
                 )
             )
 
-    def _reject_pending_order(self, job_id: int) -> None:
+    def _end_pending_order(self, job_id: int, status: str) -> None:
         with self._session_factory() as session, session.begin():
             order = session.scalars(select(Order).where(Order.job_id == job_id)).one_or_none()
             if order is not None and order.status == "pending":
-                order.status = "rejected"
+                order.status = status
 
     def _existing_order(self, job_id: int) -> Order | None:
         with self._session_factory() as session:
