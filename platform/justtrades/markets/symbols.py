@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import re
 from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
@@ -86,6 +87,8 @@ def _crude_oil_last_trade(year: int, month: int) -> dt.date:
     return calendar.add_business_days(the_25th, -days_before)
 
 
+# Contract dates depend only on the arguments, and every continuous-ticker lookup walks a year or more of them.
+@functools.lru_cache(maxsize=4096)
 def contract_for(product: Product, month_code: str, year: int) -> Contract:
     """Build the contract of `product` for a month code and a four-digit year (no listing checks)."""
     month = MONTH_CODES.index(month_code) + 1

@@ -27,15 +27,15 @@ SECRET_KEY_WORDS = (
     "auth",
 )
 
-# `key=value`, `key: value`, `"key": "value"` and `'key': 'value'`; the replacement checks whether the
-# key is secret-looking. A key starts only where no key character precedes it, which keeps the scan
-# linear on long runs of word characters. A quoted value may lack its closing quote (a body cut
-# short), and a bare value may carry an auth scheme ("Authorization: Bearer abc"), so both the
-# scheme and the credential after it are redacted.
+# `key=value`, `key: value`, `"key": "value"` and `'key': 'value'`. A match covers the key and the
+# separator only, and the value is read by a lookahead: when the key is not secret-looking, the scan
+# goes on inside its value, where "https://host/hook?token=abc" still holds a secret. A key starts
+# only where no key character precedes it, which keeps the scan linear on long runs of word
+# characters. A quoted value may lack its closing quote (a body cut short), and a bare value may
+# carry an auth scheme ("Authorization: Bearer abc"), so both the scheme and the credential go.
 _PAIR = re.compile(
-    r"""(?P<key>(?<![\w.-])["']?(?P<name>[\w.-]+)["']?)"""
-    r"""(?P<separator>\s*[:=]\s*)"""
-    r"""(?P<value>"(?:[^"\\]|\\.)*(?:"|$)|'(?:[^'\\]|\\.)*(?:'|$)|(?:(?:bearer|basic|token)[ \t]+)?[^\s,;&}\]"']+)""",
+    r"""(?<![\w.-])["']?(?P<name>[\w.-]+)["']?\s*[:=]\s*"""
+    r"""(?=(?P<value>"(?:[^"\\]|\\.)*(?:"|$)|'(?:[^'\\]|\\.)*(?:'|$)|(?:(?:bearer|basic|token)[ \t]+)?[^\s,;&}\]"']+))""",
     re.IGNORECASE,
 )
 
@@ -46,18 +46,27 @@ def is_secret_key(key: str) -> bool:
     return any(word in lowered for word in SECRET_KEY_WORDS)
 
 
-def _redact_pair(match: re.Match) -> str:
-    if not is_secret_key(match["name"]):
-        return match[0]
-
-    value = match["value"]
+def _redacted_like(value: str) -> str:
     quote = value[0] if value[0] in "\"'" else ""
-    return f"{match['key']}{match['separator']}{quote}{REDACTED}{quote}"
+    return f"{quote}{REDACTED}{quote}"
 
 
 def redact_text(text: str) -> str:
     """Redact the values of secret-looking `key=value` and `key: value` pairs in free text."""
-    return _PAIR.sub(_redact_pair, text)
+    pieces = []
+    position = 0
+    for match in _PAIR.finditer(text):
+        # Pairs inside a value that was just redacted are gone with it.
+        if match.start() < position or not is_secret_key(match["name"]):
+            continue
+
+        value = match["value"]
+        pieces.append(text[position : match.end()])
+        pieces.append(_redacted_like(value))
+        position = match.end() + len(value)
+
+    pieces.append(text[position:])
+    return "".join(pieces)
 
 
 def _redact_value(value: Any) -> Any:
