@@ -66,11 +66,23 @@ class AdvisoryLock:
         return True
 
     def _still_held(self) -> bool:
+        # Ask pg_locks rather than running a bare query: SQLAlchemy may have replaced a dropped connection with a
+        # new one, which does not hold the lock. A bigint key is stored as classid (high half) and objid (low half).
+        unsigned = self.key & 0xFFFFFFFFFFFFFFFF
         try:
-            self._connection.execute(text("SELECT 1"))
+            held = self._connection.execute(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = :high AND objid = :low"
+                    " AND objsubid = 1 AND granted AND pid = pg_backend_pid()"
+                ),
+                {"high": unsigned >> 32, "low": unsigned & 0xFFFFFFFF},
+            ).scalar()
             self._connection.commit()
         except SQLAlchemyError:
-            logger.warning("advisory lock %s: its connection failed, so the lock is lost", self.name)
+            held = 0
+
+        if not held:
+            logger.warning("advisory lock %s: its database connection was lost, and the lock with it", self.name)
             self._discard()
             return False
         return True
