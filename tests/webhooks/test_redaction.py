@@ -221,9 +221,9 @@ def documents_with_secrets(draw):
         return members
 
     document = node(0)
-    # Keys repeat at random: only the secrets that the final document still holds count.
-    kept = [secret for secret in secrets_used if json.dumps(secret) in json.dumps(document)]
-    return document, kept
+    # Keys repeat at random: only the secrets still in the final document count.
+    secrets_in_document = [secret for secret in secrets_used if json.dumps(secret) in json.dumps(document)]
+    return document, secrets_in_document
 
 
 @given(documents_with_secrets(), st.integers(0, 2000))

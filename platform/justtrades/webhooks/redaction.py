@@ -29,7 +29,7 @@ SECRET_KEY_WORDS = (
 
 # `key=value`, `key: value`, `"key": "value"` and `'key': 'value'`. A match covers the key and the
 # separator only, and the value is read by a lookahead: when the key is not secret-looking, the scan
-# goes on inside its value, where "https://host/hook?token=abc" still holds a secret. A key starts
+# goes on inside its value, where "https://host/hook?token=abc" still contains a secret. A key starts
 # only where no key character precedes it, which keeps the scan linear on long runs of word
 # characters. A quoted value may lack its closing quote (a body cut short), and a bare value may
 # carry an auth scheme ("Authorization: Bearer abc"), so both the scheme and the credential go.
