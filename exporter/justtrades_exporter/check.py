@@ -141,7 +141,7 @@ def service_health(context: CheckContext, row: Row) -> RowResult:
     result = context.reading.results[contract.HEALTH]
     if result is None or result.status is None:
         error = result.error if result is not None else "not polled"
-        return row.result(State.CRITICAL, "no answer", error)
+        return row.result(State.CRITICAL, "no response", error)
     if result.status != 200:
         return row.result(State.CRITICAL, f"HTTP {result.status}")
     if not result.ok:
@@ -308,9 +308,10 @@ def queue_outside_market_hours(context: CheckContext, row: Row) -> RowResult:
 def price_feed_age(context: CheckContext, row: Row) -> RowResult:
     updates = context.reading.samples.with_name("justtrades_price_last_update_timestamp_seconds")
     if not updates:
-        if context.reading.results.get(row.endpoint) is not None and context.reading.results[row.endpoint].ok:
-            return row.result(State.OK if not context.market_open else State.WARNING, "no cached prices")
-        return row.unknown(context)
+        result = context.reading.results.get(row.endpoint)
+        if result is None or not result.ok:
+            return row.unknown(context)
+        return row.result(State.WARNING if context.market_open else State.OK, "no cached prices")
 
     oldest = min(updates, key=lambda sample: sample.value)
     age = context.now - oldest.value

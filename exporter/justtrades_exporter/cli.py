@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument(
         "--cache-max-age",
         default="0",
-        help="reuse an endpoint's answer for up to this many seconds (default 0: poll on every scrape); "
+        help="reuse an endpoint's response for up to this many seconds (default 0: poll on every scrape); "
         "/health is still polled on every scrape",
     )
 
@@ -80,7 +80,7 @@ def _add_platform_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scrape-timeout",
         default="10",
-        help="time limit in seconds for one round of polls, answer included (default 10, Prometheus' default); "
+        help="time limit in seconds for one scrape, response included (default 10, Prometheus' default); "
         "a shorter X-Prometheus-Scrape-Timeout-Seconds from Prometheus wins",
     )
     parser.add_argument(

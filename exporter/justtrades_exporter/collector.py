@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 # The scrape timeout Prometheus announced for the request being served (X-Prometheus-Scrape-Timeout-Seconds).
 scrape_timeout_var: contextvars.ContextVar[float | None] = contextvars.ContextVar("scrape_timeout", default=None)
 
-# Time kept back from the scrape timeout for rendering and sending the answer.
+# Time kept back from the scrape timeout for rendering and sending the response.
 RESPONSE_MARGIN_SECONDS = 0.5
 
 
@@ -36,10 +36,15 @@ class PlatformCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         deadline = time.monotonic() + self.poll_budget_seconds()
-        reading = self.scraper.read(deadline)
+        try:
+            reading = self.scraper.read(deadline)
+            families = render_families(reading.samples, self._help_suffix()) + list(self._own_metrics(reading))
+        except Exception:
+            # Every expected failure is handled inside the read; a bug must still not turn the scrape into a 500.
+            logger.exception("reading %s failed; this scrape has no platform metrics", self.scraper.client.base_url)
+            return
 
-        yield from render_families(reading.samples, self._help_suffix())
-        yield from self._own_metrics(reading)
+        yield from families
 
     def poll_budget_seconds(self) -> float:
         """Return the time the polls may take: the configured scrape timeout, or Prometheus' own if it is shorter."""
@@ -64,7 +69,7 @@ class PlatformCollector(Collector):
 
         endpoint_up = GaugeMetricFamily(
             "justtrades_exporter_endpoint_up",
-            "1 when the endpoint answered HTTP 200 with a JSON object (a cached answer counts); no sample when not polled.",
+            "1 when the endpoint answered HTTP 200 with a JSON object (a cached response counts); no sample when not polled.",
             labels=["endpoint"],
         )
         for endpoint in contract.METRIC_ENDPOINTS:
@@ -76,7 +81,7 @@ class PlatformCollector(Collector):
         endpoint_errors, field_errors = self.scraper.error_counts()
         errors = CounterMetricFamily(
             "justtrades_exporter_endpoint_errors_total",
-            "Failed polls of the endpoint: timeout, refused connection, non-200 answer, or an answer that is not a JSON object.",
+            "Failed polls of the endpoint: timeout, refused connection, non-200 response, or a response that is not a JSON object.",
             labels=["endpoint"],
         )
         for path, count in sorted(endpoint_errors.items()):

@@ -88,7 +88,7 @@ class PlatformClient:
         except requests.Timeout:
             return EndpointResult(endpoint, fetched_at, error=f"timed out after {timeout:.1f}s")
         except _DeadlineExceeded:
-            return EndpointResult(endpoint, fetched_at, error="answer not complete before the scrape deadline")
+            return EndpointResult(endpoint, fetched_at, error="response body not complete before the scrape deadline")
         except requests.RequestException as error:
             return EndpointResult(endpoint, fetched_at, error=f"request failed: {_root_cause(error)}")
 
@@ -117,7 +117,7 @@ class PlatformClient:
             chunks.append(chunk)
             size += len(chunk)
             if size > self.max_body_bytes:
-                raise requests.RequestException(f"answer larger than {self.max_body_bytes} bytes")
+                raise requests.RequestException(f"response body larger than {self.max_body_bytes} bytes")
             if time.monotonic() > deadline:
                 raise _DeadlineExceeded()
         return b"".join(chunks)
@@ -125,11 +125,11 @@ class PlatformClient:
 
 def _outcome(future: concurrent.futures.Future, endpoint: Endpoint) -> EndpointResult:
     if not future.done() or future.cancelled():
-        return EndpointResult(endpoint, time.time(), error="no answer before the scrape deadline")
+        return EndpointResult(endpoint, time.time(), error="no response before the scrape deadline")
 
     error = future.exception()
     if error is not None:
-        # fetch() turns every expected failure into a result; this is a bug, kept out of the scrape's answer.
+        # fetch() turns every expected failure into a result, so this is a bug; it is logged and the scrape goes on.
         logger.error("polling %s failed unexpectedly", endpoint.path, exc_info=error)
         return EndpointResult(endpoint, time.time(), error=f"internal error: {type(error).__name__}")
     return future.result()
@@ -147,7 +147,7 @@ def _build_session(api_key: str | None) -> requests.Session:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
 
-    # A session cookie from one answer must not change what the next poll is allowed to see.
+    # A session cookie from one response must not change what the next poll is allowed to see.
     session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     return session
 
@@ -165,11 +165,11 @@ def _parse_document(endpoint: Endpoint, fetched_at: float, status: int, content_
         document = json.loads(body)
     except (ValueError, RecursionError):
         kind = content_type.split(";")[0].strip() or "no content type"
-        return EndpointResult(endpoint, fetched_at, status=status, error=f"answer is not JSON ({kind})")
+        return EndpointResult(endpoint, fetched_at, status=status, error=f"response is not JSON ({kind})")
 
     if not isinstance(document, dict):
         return EndpointResult(
-            endpoint, fetched_at, status=status, error=f"answer is a JSON {type(document).__name__}, expected an object"
+            endpoint, fetched_at, status=status, error=f"response is a JSON {type(document).__name__}, expected an object"
         )
     return EndpointResult(endpoint, fetched_at, status=status, document=document)
 

@@ -45,10 +45,10 @@ class PlatformReading:
 
 
 class PlatformScraper:
-    """Reads one platform; holds the exporter's error counters and the optional reading cache.
+    """Reader of one platform, with the exporter's error counters and the optional reading cache.
 
     With `cache_max_age_seconds` > 0 a successful reading of an endpoint is reused for that long, but /health is
-    polled on every scrape, and when it fails every cached reading is dropped: a platform that stopped answering
+    polled on every scrape, and when it fails every cached reading is dropped: a platform that stopped responding
     never has its business gauges served from memory.
     """
 
@@ -78,7 +78,7 @@ class PlatformScraper:
         started = self._monotonic()
         endpoints = list(contract.METRIC_ENDPOINTS) + [e for e in extra_endpoints if e not in contract.METRIC_ENDPOINTS]
 
-        # Poll what the cache cannot answer; /health always, because it decides whether the cache may be used.
+        # Poll what the cache does not cover, and /health always, because it decides whether the cache may be used.
         cached = self._fresh_cache(started)
         to_poll = [endpoint for endpoint in endpoints if endpoint == contract.HEALTH or endpoint not in cached]
         polled = self.client.fetch_all(to_poll, deadline)

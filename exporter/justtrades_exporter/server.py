@@ -1,8 +1,8 @@
 """The exporter's HTTP side: a landing page at /, the metrics at /metrics, served by waitress.
 
-Waitress rather than prometheus_client's own wsgiref server: waitress serves from a fixed pool of threads and
-buffers slow clients, so a burst of scrapes (several Prometheus replicas, a stuck client) cannot start an unbounded
-number of concurrent polls against the platform.
+The server is waitress rather than prometheus_client's own wsgiref server. Waitress serves from a fixed pool of
+threads and buffers slow clients, so a burst of scrapes (several Prometheus replicas, a stuck client) cannot start
+an unbounded number of concurrent polls against the platform.
 """
 
 from __future__ import annotations
@@ -130,6 +130,7 @@ class BackgroundServer:
     def stop(self, timeout_seconds: float = 5.0) -> None:
         # Closing the sockets from the loop's own thread empties its map, so the loop returns without a select()
         # on a closed descriptor.
+        # NOTE: waitress 3.0 has no public stop; this relies on its trigger and its private socket map.
         self._server.trigger.pull_trigger(lambda: wasyncore.close_all(self._server._map, ignore_all=True))
         self._thread.join(timeout_seconds)
         self._server.task_dispatcher.shutdown(timeout=timeout_seconds)

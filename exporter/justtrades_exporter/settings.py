@@ -13,7 +13,7 @@ PLATFORM_URL_ENV = "JT_EXPORTER_PLATFORM_URL"
 
 
 class SettingsError(ValueError):
-    """A setting is missing or has a value the exporter cannot use; the message says what to set."""
+    """A setting is missing or has a value the exporter cannot use; the message names what to set."""
 
 
 def platform_url(raw: str | None) -> str:

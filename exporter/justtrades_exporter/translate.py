@@ -1,7 +1,7 @@
-"""Translation of each endpoint's JSON document into contract samples.
+"""Translation of each endpoint's JSON document into contract samples, one function per endpoint.
 
-One function per endpoint. A field that is null, missing or of an unexpected type is reported through the reader
-and gives no sample; the other fields of the same document still do.
+A field that is null, missing or of an unexpected type is reported through the reader and gives no sample. The
+other fields of the same document still give theirs.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ SIGNAL_STATUSES = ("success", "failed", "blocked")
 
 
 def read_health(reader: FieldReader, samples: SampleSet) -> None:
-    # justtrades_up is a predicate over the answer, so a missing status is reported and reads as not up.
+    # justtrades_up is a predicate over the response, so a missing status is reported and reads as not up.
     status = reader.string("status")
     samples.add("justtrades_up", 1.0 if status == "ok" else 0.0)
 

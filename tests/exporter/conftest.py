@@ -42,7 +42,7 @@ KEYED_PATHS = frozenset(
 
 
 def reference_documents() -> dict[str, dict[str, Any]]:
-    """Return a healthy platform's answers, keyed by path."""
+    """Return the JSON documents of a healthy platform, keyed by path."""
     return {
         "/health": {
             "status": "ok",
@@ -224,8 +224,8 @@ class Route:
 
 
 class _Server(http.server.ThreadingHTTPServer):
-    # The exporter opens one connection per endpoint at once; the default backlog of 5 would drop some SYNs,
-    # and the kernel's one-second retransmit would show up as slow scrapes.
+    # The exporter opens one connection per endpoint at once. The default backlog of 5 would drop some SYNs,
+    # and the kernel's one-second SYN retransmit would then show up as slow scrapes.
     request_queue_size = 128
 
     def __init__(self, *args, **kwargs):
@@ -251,7 +251,7 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 class FakePlatform:
-    """A platform on 127.0.0.1 (OS-picked port) whose answers each test sets per path."""
+    """A platform on 127.0.0.1 (OS-picked port) whose responses each test sets per path."""
 
     def __init__(self, documents: dict[str, dict[str, Any]], api_key: str | None = API_KEY):
         self.api_key = api_key
@@ -316,7 +316,7 @@ class FakePlatform:
                     self._answer(Route(401, b'{"error": "API key required"}'))
                     return
                 if route.delay_seconds:
-                    # Waits on an event rather than sleeping, so stop() releases a slow answer at once.
+                    # Waits on an event rather than sleeping, so stop() releases a slow response at once.
                     platform._release.wait(route.delay_seconds)
                 self._answer(route)
 

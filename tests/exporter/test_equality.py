@@ -4,7 +4,7 @@ The contract metrics are read from docs/metrics.md (producer "both"), so a metri
 without editing this file.
 
 Comparison: the platform's /metrics is scraped once before and once after the exporter's scrape. The exporter read
-the JSON in between, so each of its values must lie between the two platform readings; that bracket absorbs values
+the JSON in between, so each of its values must lie between the two platform readings. That bracket absorbs values
 that move on their own (a rate over the last minute, a heartbeat time) without a guessed tolerance. Two tolerances
 remain. Timestamps may differ by 1 ms, because the JSON may write times with millisecond precision while the
 platform's gauge carries microseconds. Database pool connections by state may differ by the number of the exporter's

@@ -1,4 +1,4 @@
-"""A platform that answers badly: nulls, strings, missing keys, HTML pages, 500s, slow and dripping answers."""
+"""A platform with bad responses: nulls, strings, missing keys, HTML pages, 500s, slow and dripping bodies."""
 
 from __future__ import annotations
 
@@ -299,3 +299,17 @@ def test_prometheus_scrape_timeout_header_shortens_deadline(fake_platform, expor
     # The fixture's exporter allows 2 s per request and 5 s per scrape; the header's 1.5 s must win.
     assert elapsed < 1.9
     assert 'justtrades_exporter_endpoint_up{endpoint="/status"} 0.0' in response.text
+
+
+def test_scraper_bug_still_answers_200(exporter_server, exporter, monkeypatch, caplog):
+    def broken(deadline, extra_endpoints=()):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(exporter.scraper, "read", broken)
+
+    with caplog.at_level(logging.ERROR, logger="justtrades_exporter"):
+        response = requests.get(exporter_server + "/metrics", timeout=10)
+
+    assert response.status_code == 200
+    assert "justtrades_up" not in response.text
+    assert any("this scrape has no platform metrics" in record.getMessage() for record in caplog.records)

@@ -119,7 +119,7 @@ def test_platform_down_exits_critical(make_platform, healthy, run_check):
 
     code, output = run_check(platform.url)
 
-    assert rows(output)["Service health"] == ("CRITICAL", "no answer")
+    assert rows(output)["Service health"] == ("CRITICAL", "no response")
     assert code == 2
 
 
