@@ -77,6 +77,13 @@ def test_json_without_secrets_unchanged():
     assert redact(body) == (body, False)
 
 
+def test_json_duplicate_secret_keys_redacted():
+    text, _ = redact(f'{{"token":"{SECRET}","action":"buy","token":"{REDACTED}"}}')
+
+    assert SECRET not in text
+    assert text == f'{{"token":"{REDACTED}","action":"buy","token":"{REDACTED}"}}'
+
+
 def test_json_non_ascii_kept():
     text, _ = redact('{"comment":"café ✓","secret":"x"}')
 

@@ -13,7 +13,7 @@ import datetime as dt
 import enum
 import json
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from justtrades.markets.products import Product
@@ -22,7 +22,8 @@ from justtrades.markets.symbols import Contract, SymbolError, resolve_symbol, sn
 # The largest quantity one alert may ask for: far above any single order this platform places, so
 # a larger number is a template error (a price or an account number in the quantity field).
 MAX_QUANTITY = 10_000
-# Prices at or above this are template errors too, and bounding them keeps Decimal arithmetic exact.
+# Prices at or above this are template errors too, and the bound keeps tick snapping within Decimal's
+# default 28-digit precision.
 MAX_PRICE = Decimal(10) ** 9
 _MAX_SHOWN_CHARS = 60
 
@@ -51,6 +52,8 @@ KNOWN_FIELDS = (
 
 
 class Action(enum.StrEnum):
+    """What an alert asks for: open or add in a direction, or flatten."""
+
     BUY = "buy"
     SELL = "sell"
     CLOSE = "close"  # flatten any position in the symbol

@@ -69,39 +69,57 @@ def redact_text(text: str) -> str:
     return "".join(pieces)
 
 
-def _redact_value(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: REDACTED if is_secret_key(key) else _redact_value(item) for key, item in value.items()}
+class _Members(list):
+    """The members of one JSON object as (key, value) pairs in document order, duplicate keys included."""
+
+
+def _redact_value(value: Any, redactions: list[str]) -> Any:
+    """Return `value` with secrets replaced, appending the name of each redacted key to `redactions`."""
+    if isinstance(value, _Members):
+        result = _Members()
+        for key, item in value:
+            if is_secret_key(key):
+                redactions.append(key)
+                result.append((key, REDACTED))
+            else:
+                result.append((key, _redact_value(item, redactions)))
+        return result
+
     if isinstance(value, list):
-        return [_redact_value(item) for item in value]
+        return [_redact_value(item, redactions) for item in value]
+
     if isinstance(value, str):
-        # A string can itself hold pairs, such as a URL with "?token=..." in a comment field.
-        return redact_text(value)
+        # A string can itself contain pairs, such as a URL with "?token=..." in a comment field.
+        redacted = redact_text(value)
+        if redacted != value:
+            redactions.append("(text)")
+        return redacted
     return value
 
 
 def _serialise(value: Any) -> str:
-    """Write JSON compactly, keeping key order and the exact text of every number."""
-    if isinstance(value, dict):
-        members = (f"{json.dumps(key, ensure_ascii=False)}:{_serialise(item)}" for key, item in value.items())
+    """Write JSON compactly, keeping member order, duplicate keys and the exact text of every number."""
+    if isinstance(value, _Members):
+        members = (f"{json.dumps(key, ensure_ascii=False)}:{_serialise(item)}" for key, item in value)
         return "{" + ",".join(members) + "}"
     if isinstance(value, list):
         return "[" + ",".join(_serialise(item) for item in value) + "]"
     if isinstance(value, Decimal):
-        # Decimal keeps the number as written (21500.00 stays 21500.00); NaN and Infinity are
-        # written as Python's json module writes them.
-        return {"NaN": "NaN", "Infinity": "Infinity", "-Infinity": "-Infinity"}.get(str(value), str(value))
+        # Decimal keeps the number as written (21500.00 stays 21500.00), and NaN and Infinity
+        # come out as Python's json module writes them.
+        return str(value)
     return json.dumps(value, ensure_ascii=False)
 
 
 def _redact_json(text: str) -> str | None:
     """Return the redacted JSON text, the input itself when nothing is secret, or None for non-JSON."""
     try:
-        document = json.loads(text.lstrip("\ufeff"), parse_float=Decimal, parse_constant=Decimal)
-        redacted = _redact_value(document)
-        if redacted == document:
-            return text
-        return _serialise(redacted)
+        # Keeping every member, duplicates included, means an earlier duplicate of a secret key
+        # cannot slip through: json.loads would otherwise keep only the last one.
+        document = json.loads(text.lstrip("\ufeff"), parse_float=Decimal, parse_constant=Decimal, object_pairs_hook=_Members)
+        redactions: list[str] = []
+        redacted = _redact_value(document, redactions)
+        return _serialise(redacted) if redactions else text
     except (ValueError, RecursionError):
         # Not JSON (or too deeply nested to walk): the free-text patterns take over.
         return None
