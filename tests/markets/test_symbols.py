@@ -5,7 +5,7 @@ import datetime as dt
 import pytest
 
 from justtrades.markets.products import PRODUCTS
-from justtrades.markets.symbols import SymbolError, contract_for, continuous_contract, resolve_symbol
+from justtrades.markets.symbols import SymbolError, contract_for, contract_root, continuous_contract, resolve_symbol
 
 UTC = dt.timezone.utc
 REFERENCE = dt.datetime(2026, 12, 3, 15, 30, tzinfo=UTC)  # a Thursday, session open
@@ -303,3 +303,21 @@ def test_long_ticker_shortened_in_message():
 def test_naive_time_rejected():
     with pytest.raises(ValueError):
         resolve_symbol("NQ1!", dt.datetime(2026, 12, 3, 15, 30))
+
+
+@pytest.mark.parametrize(
+    "symbol, root",
+    [
+        ("NQZ6", "NQ"),
+        ("mnqh5", "MNQ"),
+        ("MGCG7", "MGC"),
+        ("M2KZ2026", "M2K"),
+        ("CME_MINI:ES1!", "ES"),
+        ("CL", "CL"),
+        ("ZZZZ6", None),
+        ("NQ 1", None),
+        ("", None),
+    ],
+)
+def test_contract_root_of_symbol(symbol, root):
+    assert contract_root(symbol) == root

@@ -26,7 +26,7 @@ from justtrades.markets.products import (
     SymbolError,
 )
 
-__all__ = ["Contract", "SymbolError", "contract_for", "continuous_contract", "resolve_symbol", "snap_to_tick"]
+__all__ = ["Contract", "SymbolError", "contract_for", "contract_root", "continuous_contract", "resolve_symbol", "snap_to_tick"]
 
 _CONTINUOUS = re.compile(r"(?P<root>[A-Z0-9]+?)(?P<index>\d+)!")
 _EXPLICIT = re.compile(r"(?P<root>[A-Z0-9]+)(?P<month>[A-Z])(?P<year>\d{1,4})")
@@ -252,6 +252,18 @@ def resolve_symbol(ticker: str, now: dt.datetime) -> Contract:
         "ticker",
         f"ticker {_shown(text)} is not a futures symbol: send a continuous ticker such as NQ1! or a contract such as NQZ6",
     )
+
+
+def contract_root(symbol: str) -> str | None:
+    """Return the product root of a contract or ticker ("NQZ6", "MGCG7", "CME_MINI:ES1!"), or None if unknown.
+
+    Unlike resolve_symbol this checks no month, year or expiry, so it also reads the symbols of
+    expired contracts stored in positions and fills.
+    """
+    text = _strip_exchange_prefix(symbol.strip().upper())
+    match = _CONTINUOUS.fullmatch(text) or _EXPLICIT.fullmatch(text)
+    root = match["root"] if match else text
+    return root if root in PRODUCTS else None
 
 
 def snap_to_tick(price: Decimal, product: Product) -> Decimal:
