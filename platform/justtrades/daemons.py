@@ -1,8 +1,8 @@
 """Thread registry: every background thread registers here, beats, and is restarted by a supervisor when it crashes.
 
 A target is a function `target(context)` that runs until `context.stopping()` and calls `context.beat()` whenever
-it makes progress. A target that raises is marked `error`; the supervisor starts a new thread after a backoff that
-doubles per consecutive crash (bounded by `restart_backoff_max_seconds`) and counts the restart.
+it makes progress. A target that raises is marked `error`. The supervisor then starts a new thread after a backoff
+that doubles per consecutive crash, up to `restart_backoff_max_seconds`, and counts the restart.
 
 `/api/thread-health` and the `justtrades_thread_*` metrics read the same `snapshot()`.
 """
@@ -106,7 +106,7 @@ class DaemonSettings:
 
 
 class ThreadContext:
-    """What a running target gets: its name, heartbeats, and the stop request."""
+    """Handle passed to a running target: its name, heartbeats, and the stop request."""
 
     def __init__(self, entry: "_Entry", registry_stop: threading.Event):
         self.name = entry.name

@@ -134,7 +134,8 @@ def test_stats_line_every_window(peer, accounts, monitor_logs, make_app):
 
     assert line.startswith("[...")
     assert line.endswith(" in 0.5s")
-    assert " msgs (" in line and " data)" in line
+    assert " msgs (" in line
+    assert " data)" in line
 
 
 def test_position_and_fill_events(peer, accounts, monitor_logs, make_app):

@@ -142,7 +142,7 @@ def test_silent_server_reported_disconnected(peer, make_app):
     app, client = start_feed(make_app, peer, liveness_deadline_seconds=0.5, backoff_base_seconds=2.0,
                              backoff_max_seconds=2.0)
 
-    # During the backoff after the deadline the socket is down, and the endpoint and metric say so.
+    # During the backoff after the deadline the socket is down, and the endpoint and the metric report it.
     wait_until(lambda: status(client)["reconnects"] >= 1 or peer.connections >= 1)
     wait_until(lambda: not status(client)["websocket_connected"] and status(client)["last_error"], timeout=3)
     assert metric(app, "justtrades_tradingview_websocket_connected") == 0.0

@@ -1,7 +1,7 @@
 """A local TradingView-style quote server on 127.0.0.1 for tests: a websocket and a small HTTP side.
 
 The websocket speaks the framing `~m~<length>~m~<payload>`: it greets each client with a hello, sends
-`~h~<n>` heartbeats the client must echo, and answers quote_add_symbols with a full `qsd` per symbol, then
+`~h~<n>` heartbeats the client must echo, and replies to quote_add_symbols with a full `qsd` per symbol, then
 `quote_completed`, then partial `qsd` updates (only `lp` changes), several frames per websocket message.
 
 Modes (switch with `set_mode`, new connections use the new mode):
@@ -185,7 +185,7 @@ class TradingViewPeer:
             return
 
     def _stay_silent(self, connection: ServerConnection) -> None:
-        # Read (and discard) what the client sends; never answer, never close.
+        # Read and discard what the client sends, and neither reply nor close.
         while True:
             try:
                 connection.recv(timeout=1)

@@ -1,7 +1,7 @@
 """A local Tradovate-style user socket on 127.0.0.1 for tests (SockJS-style frames over a websocket).
 
 The server sends `o` on open and `h` heartbeats; requests arrive as "endpoint\\nid\\n\\nbody". `authorize`
-answers a[{"s":200,"i":id}] for a token in `valid_tokens` and s:401 otherwise; `user/syncrequest` answers s:200
+returns a[{"s":200,"i":id}] for a token in `valid_tokens` and s:401 otherwise. `user/syncrequest` returns s:200
 with the accounts' contracts, after which `push_event()` sends `props` events to every subscribed socket.
 
 Modes (switch with `set_mode`, new connections use the new mode):

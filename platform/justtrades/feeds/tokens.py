@@ -215,7 +215,7 @@ class TokenRefresher:
 
     @staticmethod
     def _is_renewable(manager, group: _Group, now: dt.datetime) -> bool:
-        """A group can get a token from its credentials, or renew a token that has not expired or been rejected."""
+        """Tell whether the group can get a token: from its credentials, or by renewing a token not expired or rejected."""
         if manager.has_credentials(group.token_group):
             return True
         if group.current_token is None or group.statuses <= {"expired", "missing"}:
