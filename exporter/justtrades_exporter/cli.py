@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
 
-    serve_parser = commands.add_parser("serve", help="serve /metrics (the default command)", usage_exit_code=SERVE_USAGE_EXIT)
+    serve_parser = commands.add_parser(
+        "serve", help="serve /metrics (the default command)", usage_exit_code=SERVE_USAGE_EXIT
+    )
     _add_platform_options(serve_parser)
     serve_parser.add_argument("--listen-address", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     serve_parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")

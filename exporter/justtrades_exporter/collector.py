@@ -69,7 +69,8 @@ class PlatformCollector(Collector):
 
         endpoint_up = GaugeMetricFamily(
             "justtrades_exporter_endpoint_up",
-            "1 when the endpoint answered HTTP 200 with a JSON object (a cached response counts); no sample when not polled.",
+            "1 when the endpoint answered HTTP 200 with a JSON object (a cached response counts); "
+            "no sample when not polled.",
             labels=["endpoint"],
         )
         for endpoint in contract.METRIC_ENDPOINTS:
@@ -81,7 +82,8 @@ class PlatformCollector(Collector):
         endpoint_errors, field_errors = self.scraper.error_counts()
         errors = CounterMetricFamily(
             "justtrades_exporter_endpoint_errors_total",
-            "Failed polls of the endpoint: timeout, refused connection, non-200 response, or a response that is not a JSON object.",
+            "Failed polls of the endpoint: timeout, refused connection, non-200 response, "
+            "or a response that is not a JSON object.",
             labels=["endpoint"],
         )
         for path, count in sorted(endpoint_errors.items()):

@@ -75,7 +75,10 @@ def _counter(name: str, help_text: str, *labels: str) -> MetricSpec:
 CONTRACT_METRICS = (
     # Service and market.
     _gauge("justtrades_up", "1 when /health answers HTTP 200 with status ok, else 0."),
-    _gauge("justtrades_market_open", "1 while the CME Globex session is open (Sun 18:00 to Fri 17:00 New York time, daily break 17:00-18:00)."),
+    _gauge(
+        "justtrades_market_open",
+        "1 while the CME Globex session is open (Sun 18:00 to Fri 17:00 New York time, daily break 17:00-18:00).",
+    ),
     _gauge("justtrades_build_info", "Platform version reported by /health; the value is always 1.", "version"),
     _gauge("justtrades_database_up", "1 when the platform reaches its database (/health/detailed database.ok)."),
     _gauge("justtrades_database_pool_connections", "Database pool connections by state.", "state"),
@@ -88,7 +91,11 @@ CONTRACT_METRICS = (
     _counter("justtrades_broker_worker_restarts_total", "Broker execution workers replaced after dying."),
     _gauge("justtrades_broker_queue_depth", "Execution jobs waiting for a broker worker."),
     _counter("justtrades_broker_executions_total", "Execution jobs processed by the broker workers."),
-    _counter("justtrades_broker_execution_failures_total", "Failed execution jobs by failure reason; unclassified when the platform reports only a total.", "reason"),
+    _counter(
+        "justtrades_broker_execution_failures_total",
+        "Failed execution jobs by failure reason; unclassified when the platform reports only a total.",
+        "reason",
+    ),
     _gauge("justtrades_broker_execution_avg_seconds", "Average broker execution time in seconds."),
     _gauge("justtrades_webhook_workers_alive", "Webhook (fast path) worker threads alive."),
     _counter("justtrades_webhooks_processed_total", "Webhooks processed by the fast webhook path."),
@@ -110,25 +117,45 @@ CONTRACT_METRICS = (
     _gauge("justtrades_tradingview_delayed", "1 while TradingView prices are delayed."),
     _gauge("justtrades_tradingview_polling_fallback_active", "1 while prices come from the polling fallback."),
     _counter("justtrades_tradingview_reconnects_total", "TradingView WebSocket reconnects."),
-    _gauge("justtrades_tradingview_last_message_timestamp_seconds", "Unix time of the last TradingView WebSocket message."),
-    _gauge("justtrades_price_last_update_timestamp_seconds", "Unix time of the last cached price update by product root.", "symbol"),
+    _gauge(
+        "justtrades_tradingview_last_message_timestamp_seconds",
+        "Unix time of the last TradingView WebSocket message.",
+    ),
+    _gauge(
+        "justtrades_price_last_update_timestamp_seconds",
+        "Unix time of the last cached price update by product root.",
+        "symbol",
+    ),
     _gauge("justtrades_price", "Last cached price by product root.", "symbol"),
     _gauge("justtrades_market_data_tokens_available", "Market data tokens available."),
     # Tradovate connections and accounts.
     _gauge("justtrades_accounts", "Broker accounts."),
     _gauge("justtrades_accounts_needing_reauth", "Broker accounts whose token needs re-authentication."),
     _gauge("justtrades_accounts_all_valid", "1 when every broker account token is valid."),
-    _gauge("justtrades_account_token_earliest_expiry_timestamp_seconds", "Unix time when the first broker account token expires."),
+    _gauge(
+        "justtrades_account_token_earliest_expiry_timestamp_seconds",
+        "Unix time when the first broker account token expires.",
+    ),
     _gauge("justtrades_position_monitor_connections", "Position monitor WebSocket connections by state.", "state"),
     _gauge("justtrades_position_monitor_accounts", "Accounts watched by the position monitor."),
-    _gauge("justtrades_position_monitor_last_message_timestamp_seconds", "Unix time of the last position monitor message."),
+    _gauge(
+        "justtrades_position_monitor_last_message_timestamp_seconds",
+        "Unix time of the last position monitor message.",
+    ),
     _counter("justtrades_position_monitor_events_total", "Position monitor events by type.", "type"),
     _counter("justtrades_position_monitor_auth_failures_total", "Position monitor authentication failures."),
     _counter("justtrades_position_monitor_stale_windows_total", "Position monitor dead-subscription detections."),
-    _counter("justtrades_position_monitor_account_group_errors_total", "Position monitor errors loading account groups."),
+    _counter(
+        "justtrades_position_monitor_account_group_errors_total",
+        "Position monitor errors loading account groups.",
+    ),
     _gauge("justtrades_thread_up", "1 while the background thread is running.", "thread"),
     _counter("justtrades_thread_restarts_total", "Background thread restarts.", "thread"),
-    _gauge("justtrades_thread_last_beat_timestamp_seconds", "Unix time of the background thread's last heartbeat.", "thread"),
+    _gauge(
+        "justtrades_thread_last_beat_timestamp_seconds",
+        "Unix time of the background thread's last heartbeat.",
+        "thread",
+    ),
     _gauge("justtrades_paper_trades", "Paper trades by state.", "state"),
     _gauge("justtrades_paper_last_close_timestamp_seconds", "Unix time of the last closed paper trade."),
     # Users, loss limits and membership.
@@ -149,6 +176,3 @@ CONTRACT_METRICS = (
 )
 
 CONTRACT_BY_NAME = {spec.name: spec for spec in CONTRACT_METRICS}
-
-# Metrics that do not describe the platform's business state: served from the clock when the platform is down.
-MARKET_METRICS = frozenset({"justtrades_up", "justtrades_market_open"})

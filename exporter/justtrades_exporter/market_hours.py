@@ -23,7 +23,9 @@ def is_cme_globex_open(now: dt.datetime) -> bool:
     TODO: exchange holidays and their early closes are not modelled; on those days this reports the normal session.
     """
     if now.tzinfo is None:
-        raise ValueError(f"time {now.isoformat()} has no timezone; pass an aware datetime such as datetime.now(timezone.utc)")
+        raise ValueError(
+            f"time {now.isoformat()} has no timezone; pass an aware datetime such as datetime.now(timezone.utc)"
+        )
 
     local = now.astimezone(NEW_YORK)
     weekday = local.weekday()

@@ -139,7 +139,9 @@ class PlatformScraper:
             translator(reader, samples)
         except Exception:
             # A translation bug must not fail the whole scrape with a 500; this endpoint's samples are left out.
-            logger.exception("translating the JSON of %s failed; its metrics are left out of this scrape", result.endpoint.path)
+            logger.exception(
+                "translating the JSON of %s failed; its metrics are left out of this scrape", result.endpoint.path
+            )
             failed = dataclasses.replace(result, document=None, error="internal error while reading the JSON")
             self._count_endpoint_error(failed)
             return EndpointReading(failed, (), read_at)

@@ -96,7 +96,9 @@ def _announced_scrape_timeout(environ) -> float | None:
 
 def create_server(exporter: Exporter, host: str, port: int):
     """Build the waitress server without starting it; port 0 picks a free port (see `server.effective_port`)."""
-    return waitress.create_server(exporter.wsgi_app, host=host, port=port, threads=SERVER_THREADS, ident="justtrades-exporter")
+    return waitress.create_server(
+        exporter.wsgi_app, host=host, port=port, threads=SERVER_THREADS, ident="justtrades-exporter"
+    )
 
 
 def serve(exporter: Exporter, host: str, port: int) -> None:

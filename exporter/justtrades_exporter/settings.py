@@ -52,7 +52,9 @@ def _read_key_file(path: str) -> str:
     try:
         key = Path(path).read_text(encoding="utf-8").strip()
     except OSError as error:
-        raise SettingsError(f"cannot read the API key file {path}: {error.strerror}; check the path and its permissions") from None
+        raise SettingsError(
+            f"cannot read the API key file {path}: {error.strerror}; check the path and its permissions"
+        ) from None
     except UnicodeDecodeError:
         raise SettingsError(f"the API key file {path} is not UTF-8 text; write the key as plain text") from None
 

@@ -69,7 +69,9 @@ def _read_failures_by_reason(reader: FieldReader, samples: SampleSet) -> None:
         samples.add("justtrades_broker_execution_failures_total", total, reason="unclassified")
         return
 
-    _add_counts(reader, samples, "broker_execution.failures_by_reason", "justtrades_broker_execution_failures_total", "reason")
+    _add_counts(
+        reader, samples, "broker_execution.failures_by_reason", "justtrades_broker_execution_failures_total", "reason"
+    )
 
 
 def read_broker_queue_stats(reader: FieldReader, samples: SampleSet) -> None:
@@ -161,7 +163,8 @@ def _read_connections_by_state(reader: FieldReader, samples: SampleSet) -> None:
     for index, connection in enumerate(connections):
         state = connection.get("state") if isinstance(connection, dict) else None
         if not isinstance(state, str) or not state:
-            reader.report("connections.*.state", f"connections.{index}: expected a state string in {values.describe(connection)}")
+            reason = f"connections.{index}: expected a state string in {values.describe(connection)}"
+            reader.report("connections.*.state", reason)
             continue
         counts[state] = counts.get(state, 0) + 1
     for state, count in sorted(counts.items()):
@@ -182,7 +185,8 @@ def read_thread_health(reader: FieldReader, samples: SampleSet) -> None:
         else:
             reader.report("threads.*.status", f"{where}.status: expected a string, got {values.describe(status)}")
 
-        samples.add("justtrades_thread_restarts_total", _item(reader, thread, "restarts", where, values.to_number), thread=name)
+        restarts = _item(reader, thread, "restarts", where, values.to_number)
+        samples.add("justtrades_thread_restarts_total", restarts, thread=name)
         samples.add(
             "justtrades_thread_last_beat_timestamp_seconds",
             _item(reader, thread, "last_beat", where, values.to_timestamp),
