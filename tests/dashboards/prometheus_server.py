@@ -109,7 +109,7 @@ class PrometheusServer:
             raise RuntimeError(f"query {query!r} failed: {document.get('error')}")
         return document["data"]["result"]
 
-    def wait_for(self, query, timeout: float, what: str) -> None:
+    def wait_for(self, query, timeout: float, description: str) -> None:
         """Wait until the instant query returns a series; `query` is a string or a function returning one."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -117,7 +117,7 @@ class PrometheusServer:
             if self.instant(text):
                 return
             time.sleep(0.5)
-        raise RuntimeError(f"timed out after {timeout} s waiting for {what} ({text}); Prometheus log:\n{self.log_tail()}")
+        raise RuntimeError(f"timed out after {timeout} s waiting for {description} ({text}); Prometheus log:\n{self.log_tail()}")
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

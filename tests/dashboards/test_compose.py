@@ -52,11 +52,11 @@ def _bind_mounts(service: dict) -> list[tuple[str, str]]:
 
 def _host_path(service: dict, container_path: str) -> Path | None:
     """Return the host path that a container path of `service` comes from, through its bind mounts."""
-    wanted = PurePosixPath(container_path)
+    requested = PurePosixPath(container_path)
     for source, target in _bind_mounts(service):
         target_path = PurePosixPath(target)
-        if wanted == target_path or target_path in wanted.parents:
-            return (REPO_ROOT / source / wanted.relative_to(target_path)).resolve()
+        if requested == target_path or target_path in requested.parents:
+            return (REPO_ROOT / source / requested.relative_to(target_path)).resolve()
     return None
 
 

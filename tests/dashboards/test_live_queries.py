@@ -221,7 +221,7 @@ def live_stack(shared_platform_server, tmp_path_factory):
         prometheus.wait_for(f'sum(justtrades_signal_to_order_seconds_count{{job="{PLATFORM_JOB}"}}) > 0', 30,
                             "the broker workers to execute the demo signals")
 
-        # Two more scrapes of every job after the last execution, so every rate sees the traffic.
+        # Two more scrapes of every job after the last execution, so every rate window includes the traffic.
         executed_at = time.time()
         for job in targets:
             prometheus.wait_for(lambda: f'count_over_time(up{{job="{job}"}}[{_seconds_since(executed_at)}s]) >= 2',
