@@ -18,7 +18,10 @@ COMPONENTS = (
     "justtrades.execution.component",
     "justtrades.webhooks.views",
     "justtrades.monitoring.views",
+    "justtrades.paper.service",
     "justtrades.accounts.component",
+    "justtrades.daemons",
+    "justtrades.feeds.component",
 )
 
 
