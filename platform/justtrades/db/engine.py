@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
+import threading
+import time
 from pathlib import Path
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransactionOrigin, sessionmaker
+from sqlalchemy.util import immutabledict
+
+# Connection execution option set by the session factory: False for a session's implicit (autobegin)
+# transaction, which only reads in this code base, True for `session.begin()`. Engine-level transactions
+# have no value and count as writes.
+WRITE_OPTION = "justtrades_sqlite_write"
+SQLITE_LOCK_TIMEOUT_SECONDS = 30.0
 
 
 def create_database_engine(database_url: str) -> Engine:
@@ -28,6 +38,8 @@ def _create_sqlite_engine(url) -> Engine:
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
 
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=20, max_overflow=10)
+    write_lock = SQLiteWriteLock(SQLITE_LOCK_TIMEOUT_SECONDS)
+    _release_write_lock_after_transactions(engine, write_lock)
 
     @event.listens_for(engine, "connect")
     def _set_pragmas(dbapi_connection, _record):
@@ -43,15 +55,120 @@ def _create_sqlite_engine(url) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _begin_immediate(connection):
-        # Take the write lock at BEGIN, so two writers queue on busy_timeout instead of failing on upgrade.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    def _begin(connection):
+        if not connection.get_execution_options().get(WRITE_OPTION, True):
+            # A read sees a WAL snapshot and takes no lock, so it neither waits for writers nor blocks them.
+            connection.exec_driver_sql("BEGIN")
+            return
+
+        # Take the write lock at BEGIN, so two writers queue instead of failing on a read-to-write upgrade.
+        # Writers of this process queue on write_lock first: SQLite's busy handler makes waiters sleep up
+        # to 100 ms between tries, so with many writer threads the lock would sit idle while they sleep.
+        write_lock.acquire(connection.connection)
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            write_lock.release(connection.connection)
+            raise
 
     return engine
 
 
+class SQLiteWriteLock:
+    """One SQLite write transaction at a time in this process, handed to the next writer without polling.
+
+    Threads serving an HTTP request go before background threads (broker workers, daemons), so a webhook
+    acknowledgement waits for at most the running write transaction, not for the workers' backlog.
+    """
+
+    def __init__(self, timeout_seconds: float):
+        self._timeout = timeout_seconds
+        self._condition = threading.Condition()
+        self._owner = None  # the DBAPI connection whose transaction holds the lock
+        self._urgent_waiting = 0
+
+    def acquire(self, dbapi_connection) -> None:
+        dbapi_connection = _raw_connection(dbapi_connection)
+        urgent = _serving_a_request()
+        deadline = time.monotonic() + self._timeout
+        with self._condition:
+            if urgent:
+                self._urgent_waiting += 1
+            try:
+                while self._owner is not None or (not urgent and self._urgent_waiting):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        # The same error SQLite raises after busy_timeout, so callers handle both alike.
+                        raise sqlite3.OperationalError(
+                            f"database is locked: no write lock within {self._timeout:.0f} s in this process"
+                        )
+                    self._condition.wait(remaining)
+                self._owner = dbapi_connection
+            finally:
+                if urgent:
+                    self._urgent_waiting -= 1
+
+    def release(self, dbapi_connection) -> None:
+        """Release the lock if this connection holds it; a commit or rollback of a read is a no-op."""
+        dbapi_connection = _raw_connection(dbapi_connection)
+        with self._condition:
+            if self._owner is not dbapi_connection:
+                return
+            self._owner = None
+            self._condition.notify_all()
+
+
+def _release_write_lock_after_transactions(engine: Engine, write_lock: SQLiteWriteLock) -> None:
+    # The engine's commit and rollback events fire before the COMMIT runs, so the release wraps the
+    # dialect's calls instead; the pool's rollback of a returned connection goes through do_rollback too.
+    dialect = engine.dialect
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def _do_commit(dbapi_connection):
+        try:
+            commit(dbapi_connection)
+        finally:
+            write_lock.release(dbapi_connection)
+
+    def _do_rollback(dbapi_connection):
+        try:
+            rollback(dbapi_connection)
+        finally:
+            write_lock.release(dbapi_connection)
+
+    dialect.do_commit = _do_commit
+    dialect.do_rollback = _do_rollback
+
+
+def _raw_connection(connection):
+    # The dialect's commit and rollback get the pool's proxy; the begin hook can reach the DBAPI connection.
+    return getattr(connection, "dbapi_connection", connection)
+
+
+def _serving_a_request() -> bool:
+    try:
+        from flask import has_request_context
+    except ImportError:
+        return False
+    return has_request_context()
+
+
 def create_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+    factory = sessionmaker(engine, expire_on_commit=False)
+    if engine.dialect.name == "sqlite":
+        event.listen(factory, "after_transaction_create", _mark_write_intent)
+    return factory
+
+
+def _mark_write_intent(session: Session, transaction) -> None:
+    """Tell the SQLite begin hook whether this session transaction may write (see WRITE_OPTION)."""
+    if transaction.parent is not None:
+        return
+    writes = transaction.origin is not SessionTransactionOrigin.AUTOBEGIN
+    # Session.execution_options is new in SQLAlchemy 2.1; under 2.0 the option never reaches the connection
+    # and every transaction begins as a write, which is slower but correct.
+    current = getattr(session, "execution_options", None) or immutabledict()
+    session.execution_options = current.union({WRITE_OPTION: writes})
 
 
 @contextlib.contextmanager

@@ -138,7 +138,9 @@ class ExecutionStats:
 class WebhookStats:
     """Counts and timings of webhook requests handled by this process."""
 
-    OUTCOMES = ("accepted", "rejected", "unknown_token", "too_large", "duplicate", "blocked", "forbidden", "error")
+    OUTCOMES = (
+        "accepted", "rejected", "unknown_token", "too_large", "duplicate", "blocked", "forbidden", "spooled", "error",
+    )
 
     def __init__(self, registry):
         self._lock = threading.Lock()

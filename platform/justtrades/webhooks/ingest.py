@@ -13,7 +13,7 @@ import logging
 import time
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ..db import counters
 from ..db.models import DuplicateGuard, ExecutionJob, RawWebhook, Recorder, WebhookActivity
@@ -60,11 +60,49 @@ class WebhookIngestor:
         self._settings = runtime.settings
         self._deliveries = 0
 
-    def ingest(self, delivery: Delivery) -> IngestResult:
-        raw_id = self._record_raw(delivery)
+    def ingest(self, delivery: Delivery, *, replay: bool = False) -> IngestResult:
+        """Record and process one delivery; `replay` marks one coming back from the spool (see _replay_raw_id)."""
+        if replay:
+            raw_id, finished = self._replay_raw_id(delivery)
+            if finished is not None:
+                logger.info("raw webhook %s was already processed before its replay; nothing to do", raw_id)
+                return finished
+        else:
+            raw_id = self._record_raw(delivery)
+
         result = self._process(delivery, raw_id)
         self._maybe_clean_guards(delivery.received_at)
         return result
+
+    def _replay_raw_id(self, delivery: Delivery) -> tuple[int, IngestResult | None]:
+        """Find the raw row an earlier attempt of this delivery wrote, so a replay records it only once.
+
+        A delivery is spooled when the database fails at any step, so an earlier attempt (the live request, or a
+        replay cut short by a crash) may have written the raw row, and may even have committed the outcome just
+        before the failure. The outcome is written in the same transaction as the activity and the jobs, so a raw
+        row with an outcome means the delivery is done. The row is matched by token, received time (microseconds),
+        source address and stored body.
+        NOTE: two identical deliveries received in the same microsecond from one address count as one here.
+        """
+        text, _ = redact_body(delivery.body, self._settings.raw_body_keep_bytes)
+        with self._session_factory() as session:
+            row = session.execute(
+                select(RawWebhook.id, RawWebhook.http_status, RawWebhook.outcome)
+                .where(
+                    RawWebhook.received_at == delivery.received_at,
+                    RawWebhook.webhook_token == delivery.token[:128],
+                    RawWebhook.size_bytes == delivery.size_bytes,
+                    RawWebhook.body == text,
+                )
+                .order_by(RawWebhook.id)
+            ).first()
+
+        if row is None:
+            return self._record_raw(delivery), None
+        if row.http_status is None:
+            return row.id, None
+        payload = {"status": "already_processed", "raw_webhook_id": row.id, "outcome": row.outcome}
+        return row.id, IngestResult(row.http_status, payload, "already_processed")
 
     def record_forbidden(self, delivery: Delivery) -> None:
         raw_id = self._record_raw(delivery)
@@ -262,8 +300,12 @@ class WebhookIngestor:
         self._deliveries += 1
         if self._deliveries % GUARD_CLEANUP_EVERY:
             return
-        with self._session_factory() as session, session.begin():
-            session.execute(delete(DuplicateGuard).where(DuplicateGuard.expires_at < now - dt.timedelta(hours=1)))
+        # The delivery's outcome is committed by now: a failure here must not make the caller spool it again.
+        try:
+            with self._session_factory() as session, session.begin():
+                session.execute(delete(DuplicateGuard).where(DuplicateGuard.expires_at < now - dt.timedelta(hours=1)))
+        except SQLAlchemyError as error:
+            logger.warning("cleaning expired duplicate guards failed (%s); the next cleanup retries", type(error).__name__)
 
 
 class _Duplicate(Exception):

@@ -9,7 +9,17 @@ import time
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from ..auth import admin_or_api_key_required
 from .ingest import Delivery, WebhookIngestor
+from .spool import (
+    SpoolFull,
+    SpoolReplayer,
+    SpoolSettings,
+    SpoolUnavailable,
+    WebhookSpool,
+    collect_spool_metrics,
+    is_database_unavailable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -18,12 +28,31 @@ blueprint = Blueprint("webhooks", __name__)
 
 def init_app(app, runtime) -> None:
     runtime.webhooks = WebhookIngestor(runtime)
+    _init_spool(runtime)
     allowed = [ipaddress.ip_network(network) for network in runtime.settings.webhook_allowed_networks]
     runtime.webhook_sender_allowed = lambda address: _address_allowed(allowed, address)
     if runtime.settings.trusted_proxies:
         proxies = runtime.settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     app.register_blueprint(blueprint)
+
+
+def _init_spool(runtime) -> None:
+    settings = runtime.component_settings.get("spool") or SpoolSettings.from_environ()
+    runtime.webhook_spool = spool = WebhookSpool(settings)
+    replayer = SpoolReplayer(
+        spool,
+        lambda delivery: runtime.webhooks.ingest(delivery, replay=True),
+        lambda result: _submit_jobs(runtime, result),
+    )
+    runtime.threads.register("webhook-spool-replayer", replayer.run, restart="always")
+    runtime.on_stop(spool.close)
+    runtime.add_collector("webhook spool", lambda: collect_spool_metrics(spool))
+
+
+def _submit_jobs(runtime, result) -> None:
+    for job_id, account_id, symbol in result.jobs:
+        runtime.workers.submit(job_id, account_id, symbol)
 
 
 def _address_allowed(networks: list, address: str | None) -> bool:
@@ -45,30 +74,84 @@ def receive_webhook(token: str):
     if not runtime.webhook_sender_allowed(delivery.source_ip):
         return _forbidden(runtime, delivery, started)
 
+    # Deliveries spooled earlier go first: ingesting this one before them would reorder signals, and duplicate
+    # detection and cooldowns depend on the order.
+    if runtime.webhook_spool.has_backlog():
+        return _spool(runtime, delivery, started)
+
     try:
         result = runtime.webhooks.ingest(delivery)
-    except Exception:
-        # Usually the database is down. A 5xx tells TradingView and other senders that nothing was accepted.
+    except Exception as error:
+        if is_database_unavailable(error):
+            logger.warning("webhook for token ...%s: database unreachable (%s); spooling the delivery",
+                           token[-4:], type(error).__name__)
+            return _spool(runtime, delivery, started)
+        # A bug, not an outage: a 5xx tells the sender that nothing was accepted.
         logger.exception("webhook for token ...%s failed inside ingestion", token[-4:])
-        runtime.webhook_stats.record("error", time.monotonic() - started)
-        response = jsonify({"error": "the webhook could not be processed; it was logged and can be retried"})
-        response.status_code = 503
-        return response
+        return _unavailable(runtime, started, "the webhook could not be processed; it was logged and can be retried")
 
-    for job_id, account_id, symbol in result.jobs:
-        runtime.workers.submit(job_id, account_id, symbol)
-
+    _submit_jobs(runtime, result)
     runtime.webhook_stats.record(result.outcome, time.monotonic() - started, result.blocked_reason)
     response = jsonify(result.payload)
     response.status_code = result.status_code
     return response
 
 
+def _spool(runtime, delivery: Delivery, started: float):
+    """Keep the delivery in the local spool and answer 202, or 503 when the spool cannot take it."""
+    try:
+        spool_id = runtime.webhook_spool.append(delivery)
+    except (SpoolFull, SpoolUnavailable) as error:
+        logger.error("webhook for token ...%s lost: the database is unreachable and %s", delivery.token[-4:], error)
+        return _unavailable(runtime, started, f"the database is unreachable and {error}; the alert was not accepted")
+
+    if delivery.too_large:
+        # Kept for the raw log, but the sender must learn now that the alert is too long.
+        runtime.webhook_stats.record("too_large", time.monotonic() - started)
+        limit = runtime.settings.webhook_max_body_bytes
+        response = jsonify({"error": f"body of {delivery.size_bytes} bytes exceeds the {limit}-byte limit: "
+                                     "shorten the alert message", "field": "body"})
+        response.status_code = 413
+        return response
+
+    runtime.webhook_stats.record("spooled", time.monotonic() - started)
+    response = jsonify({
+        "status": "spooled",
+        "spool_id": spool_id,
+        "message": "the alert was stored on this server and is processed in arrival order as soon as the "
+                   "database answers",
+    })
+    response.status_code = 202
+    return response
+
+
+def _unavailable(runtime, started: float, message: str):
+    runtime.webhook_stats.record("error", time.monotonic() - started)
+    response = jsonify({"error": message})
+    response.status_code = 503
+    response.headers["Retry-After"] = "30"
+    return response
+
+
+@blueprint.get("/api/webhook-spool")
+@admin_or_api_key_required
+def webhook_spool_status():
+    return jsonify(current_app.extensions["justtrades"].webhook_spool.snapshot())
+
+
 def _forbidden(runtime, delivery: Delivery, started: float):
     """Keep the delivery in the raw log, so an operator sees who tried, and reject it."""
     logger.warning("webhook for token ...%s from %s rejected: address not in JT_WEBHOOK_ALLOWED_IPS",
                    delivery.token[-4:], delivery.source_ip)
-    runtime.webhooks.record_forbidden(delivery)
+    try:
+        runtime.webhooks.record_forbidden(delivery)
+    except Exception as error:
+        # The rejection stands without its raw-log row; a 500 would hide why the sender was turned away.
+        if is_database_unavailable(error):
+            logger.warning("raw log row of the rejected delivery from %s not written: database unreachable",
+                           delivery.source_ip)
+        else:
+            logger.exception("raw log row of the rejected delivery from %s not written", delivery.source_ip)
     runtime.webhook_stats.record("forbidden", time.monotonic() - started)
     response = jsonify({
         "error": f"source address {delivery.source_ip} is not allowed to send webhooks; "
