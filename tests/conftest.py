@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +22,45 @@ DEMO_SEED = REPO_ROOT / "platform" / "justtrades" / "demo" / "demo.yaml"
 TEST_API_KEY = "test-admin-key-0123456789"
 POSTGRES_ADMIN_URL = os.environ.get("JT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 ON_CI = os.environ.get("CI", "").lower() == "true"
+
+# Daemons that would connect to TradingView or Tradovate stay off unless a test points them at a local peer;
+# subprocesses started by tests inherit this.
+os.environ.setdefault("JT_FEEDS_ENABLED", "false")
+
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+_real_getaddrinfo = socket.getaddrinfo
+_real_connect = socket.socket.connect
+
+
+def _is_loopback(host) -> bool:
+    if host is None or host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _loopback_getaddrinfo(host, *args, **kwargs):
+    if not _is_loopback(host if not isinstance(host, bytes) else host.decode()):
+        raise OSError(f"test suite network guard: {host!r} is not a loopback address; tests talk to 127.0.0.1 only")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+def _loopback_connect(self, address):
+    if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address[0]):
+        raise OSError(f"test suite network guard: connect to {address[0]!r} refused; tests talk to 127.0.0.1 only")
+    return _real_connect(self, address)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def loopback_only_network():
+    """Refuse any connection from the test process to an address outside 127.0.0.0/8 and ::1."""
+    socket.getaddrinfo = _loopback_getaddrinfo
+    socket.socket.connect = _loopback_connect
+    yield
+    socket.getaddrinfo = _real_getaddrinfo
+    socket.socket.connect = _real_connect
 
 
 def require_component(available: bool, what: str) -> None:
