@@ -324,3 +324,29 @@ def test_feed_threads_in_thread_health(peer, make_app):
 
     for name in ("tradingview-feed", "tradingview-poller", "tradingview-session"):
         assert threads[name]["status"] == "running"
+
+
+def test_crashed_feed_thread_comes_back(peer, make_app, monkeypatch):
+    app, client = start_feed(make_app, peer)
+    feed = app.extensions["justtrades"].price_feed
+    wait_until(lambda: status(client)["websocket_connected"])
+    handle_message = feed._handle_message
+    crashed = []
+
+    def crash_once(ws, message):
+        if not crashed:
+            crashed.append(message)
+            raise RuntimeError("simulated bug while handling a message")
+        return handle_message(ws, message)
+
+    monkeypatch.setattr(feed, "_handle_message", crash_once)
+
+    def feed_thread():
+        return client.get("/api/thread-health", headers={"X-API-Key": "test-admin-key-0123456789"}).get_json()["threads"][
+            "tradingview-feed"
+        ]
+
+    state = wait_until(lambda: (t := feed_thread())["status"] == "running" and t["restarts"] == 1 and t, timeout=5)
+    assert state["last_error"] == "RuntimeError: simulated bug while handling a message"
+    wait_until(lambda: status(client)["websocket_connected"], timeout=5, message="reconnect after the restart")
+    assert metric(app, "justtrades_thread_restarts_total", thread="tradingview-feed") == 1.0
