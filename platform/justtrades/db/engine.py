@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session, SessionTransactionOrigin, sessionmaker
 from sqlalchemy.util import immutabledict
 
 # Connection execution option set by the session factory: False for a session's implicit (autobegin)
-# transaction, which only reads in this code base, True for `session.begin()`. Engine-level transactions
-# have no value and count as writes.
+# transaction, True for `session.begin()`. Engine-level transactions have no value and count as writes.
+# NOTE: an implicit transaction that writes and calls session.commit() would begin deferred and could fail
+# with "database is locked" on SQLite; write inside `with session.begin():` instead.
 WRITE_OPTION = "justtrades_sqlite_write"
 SQLITE_LOCK_TIMEOUT_SECONDS = 30.0
 
@@ -57,13 +58,13 @@ def _create_sqlite_engine(url) -> Engine:
     @event.listens_for(engine, "begin")
     def _begin(connection):
         if not connection.get_execution_options().get(WRITE_OPTION, True):
-            # A read sees a WAL snapshot and takes no lock, so it neither waits for writers nor blocks them.
+            # A read uses a WAL snapshot and takes no lock, so it neither waits for writers nor blocks them.
             connection.exec_driver_sql("BEGIN")
             return
 
         # Take the write lock at BEGIN, so two writers queue instead of failing on a read-to-write upgrade.
-        # Writers of this process queue on write_lock first: SQLite's busy handler makes waiters sleep up
-        # to 100 ms between tries, so with many writer threads the lock would sit idle while they sleep.
+        # Writers of this process queue on write_lock first: SQLite's default busy handler sleeps up to
+        # 100 ms between tries, so with many writer threads the lock would sit idle while they sleep.
         write_lock.acquire(connection.connection)
         try:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
@@ -78,7 +79,7 @@ class SQLiteWriteLock:
     """One SQLite write transaction at a time in this process, handed to the next writer without polling.
 
     Threads serving an HTTP request go before background threads (broker workers, daemons), so a webhook
-    acknowledgement waits for at most the running write transaction, not for the workers' backlog.
+    acknowledgement waits behind the running transaction and other requests, not behind the workers' queue.
     """
 
     def __init__(self, timeout_seconds: float):
