@@ -306,8 +306,10 @@ class ThreadRegistry:
 
         now = time.monotonic()
         for entry in entries:
-            if self._stop.is_set() or entry.stop_event.is_set():
+            if self._stop.is_set():
                 return
+            if entry.stop_event.is_set():
+                continue  # being unregistered
             if self._restart_is_due(entry, now):
                 with entry.lock:
                     entry.restarts += 1
