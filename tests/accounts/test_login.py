@@ -274,7 +274,7 @@ def test_webhook_path_exempt_from_csrf(app, users):
 
     response = client.post("/webhook/no-such-token", json={"action": "buy", "ticker": "NQ1!"})
 
-    # Whatever the webhook view answers for an unknown token, it is not the CSRF rejection.
+    # Whatever the webhook view returns for an unknown token, it is not the CSRF rejection.
     assert "CSRF" not in (response.get_json() or {}).get("error", "")
     assert response.status_code != 400
 

@@ -7,7 +7,7 @@ It serves the membership list in the two shapes the platform follows:
 - `GET /api/v2/memberships?per=N&page=P` (the older API): `{"data": [...], "pagination": {...}}` with
   `next_page`; the email sits on the membership and `user` is the user's id.
 
-Requests must carry `Authorization: Bearer <api key>`, or the answer is 401 with a JSON error.
+Requests must carry `Authorization: Bearer <api key>`, or the server returns 401 with a JSON error.
 Faults for tests: `fail_with(status)` answers every request with that status, and `stop_answering()` makes
 the server accept requests but never reply (each request is held until `resume()`, the bounded hold
 time or shutdown), as a hung upstream does.
@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 MAX_PAGE_SIZE = 100
-HOLD_SECONDS = 30.0  # a stopped server holds a request at most this long
+HOLD_SECONDS = 30.0  # max time a stopped server keeps a request open without replying
 
 
 def membership(membership_id: str, email: str | None, status: str = "active", user_id: str | None = None) -> dict:

@@ -1,7 +1,7 @@
 """Per-entity debugging: live positions and working orders read from the broker adapter, not the database.
 
-A broker reports positions and orders per account, so a trader's view shows its whole account (other
-traders on the same account included); the response names the trader's recorder to help read it.
+A broker reports positions and orders per account, so a trader's view shows its whole account, including
+other traders on the same account. The response names the trader's recorder to help read it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 class BrokerStateError(Exception):
-    """The live read failed; `status` is the HTTP status to answer and `body` the JSON to send."""
+    """A failed live read: `status` is the HTTP status to return and `body` the JSON to send."""
 
     def __init__(self, status: int, body: dict):
         super().__init__(body.get("error"))

@@ -6,8 +6,8 @@ rights: a state-changing method whose session cookie belongs to a logged-in user
 
 - requests carrying a valid API key, because a browser never adds that header on its own;
 - `/webhook/` deliveries, which carry no cookie and authenticate by the recorder's token;
-- requests without a logged-in session (no cookie, or an anonymous one), which act with no user's rights;
-  a login from an anonymous session therefore needs no token, and it starts a new session with a new token.
+- requests without a logged-in session (no cookie, or an anonymous one), which act with no user's rights.
+  So a login from an anonymous session needs no token, and it starts a new session with a new token.
 """
 
 from __future__ import annotations

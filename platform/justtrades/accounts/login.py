@@ -56,7 +56,7 @@ def _accounts():
 
 
 def _request_fields() -> dict:
-    """Return the body as a dict, from JSON or a form, whatever the Content-Type says."""
+    """Return the body as a dict, parsed as a form or as JSON whatever the Content-Type header is."""
     if request.form:
         return request.form.to_dict()
 

@@ -1,7 +1,7 @@
 """Failed-login throttling per account and per client address, stored in the database.
 
-The failures live in the `login_failures` table, so every thread and every replica sharing the database sees
-the same counts. A key is throttled once it has `max_failures` failures inside the sliding window; the
+The failures are rows of the `login_failures` table, so every thread and every replica sharing the database
+counts the same failures. A key is throttled once it has `max_failures` failures inside the sliding window; the
 Retry-After value is the time until the oldest of those failures leaves the window.
 """
 

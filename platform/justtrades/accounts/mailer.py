@@ -59,7 +59,7 @@ class Mailer:
         except smtplib.SMTPAuthenticationError as error:
             raise MailError(f"SMTP server {server} rejected the login (code {error.smtp_code}): check JT_SMTP_USER and JT_SMTP_PASSWORD") from error
         except smtplib.SMTPException as error:
-            raise MailError(f"SMTP server {server} refused the message: {type(error).__name__}: {error}") from error
+            raise MailError(f"SMTP server {server} rejected the message: {type(error).__name__}: {error}") from error
         except OSError as error:
             raise MailError(f"SMTP server {server} is unreachable: {type(error).__name__}: {error}") from error
 

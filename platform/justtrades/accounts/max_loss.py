@@ -1,8 +1,8 @@
 """Max daily loss monitor: records a LossBreach when a trader's daily PnL reaches its loss limit.
 
-A breach row is unique per trader and CME session date. The webhook fan-out refuses new entries (buy and sell)
-for a trader with a breach in the current session, while closes still go through; `has_breach` and
-`breached_trader_ids` are the lookups it uses. The next session starts without a breach.
+A breach row is unique per trader and CME session date. The webhook fan-out rejects new entries (buy and sell)
+for a trader with a breach in the current session, but closes still go through. `has_breach` and
+`breached_trader_ids` are the lookups for that check. The next session starts without a breach.
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ class MaxLossMonitor:
     def snapshot(self, now: dt.datetime) -> dict:
         """Return /api/admin/max-loss-monitor/status: monitored traders, breaches and each breach's details.
 
-        A trader shows as breached when a breach row exists (which blocks entries) or its live loss has
-        reached the limit before the monitor recorded it; `entries_blocked` tells the two apart.
+        A trader shows as breached when a breach row exists (which blocks entries) or when its live loss has
+        reached the limit before the monitor recorded it. `entries_blocked` is true only in the first case.
         """
         with self._session_factory() as session:
             pnl = compute_daily_pnl(session, now, self._last_price)

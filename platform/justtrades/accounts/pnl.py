@@ -5,8 +5,8 @@ made during that session, measured against the average entry price of the positi
 the position was opened in an earlier session (no settlement prices are stored). Open positions are valued
 at the last known price; without one their open PnL is left out and the contract is listed as unpriced.
 
-The session of a fill is `markets.calendar.session_date(filled_at)`, so the day resets at 17:00
-America/New_York, when the daily break starts; trading resumes at 18:00 in the next session.
+The session of a fill is `markets.calendar.session_date(filled_at)`. So the day resets at 17:00
+America/New_York, when the daily break starts, and trading resumes at 18:00 in the next session.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """POST /api/run-migrations: apply pending Alembic migrations and report every model column's status.
 
 The report compares the live schema (read with `sqlalchemy.inspect`) before and after the upgrade with the
-models' metadata: a column present before is `already_exists`, one that appeared is `added`, and one still
-absent is `missing` (the models are ahead of the migrations, which `success: false` reports).
+models' metadata. A column present before is `already_exists`, and one that appeared is `added`. A column
+still absent is `missing`, which means the models are ahead of the migrations, and `success` is false.
 """
 
 from __future__ import annotations

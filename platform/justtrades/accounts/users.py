@@ -29,7 +29,7 @@ class UserError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class SessionUser(UserMixin):
-    """The logged-in user as Flask-Login and the auth decorators see it; holds no password hash."""
+    """The logged-in user as Flask-Login and the auth decorators use it, without the password hash."""
 
     id: int
     email: str
@@ -113,7 +113,7 @@ def set_password(user: User, password: str) -> None:
 def authenticate(session: Session, email: str, password: str) -> User | None:
     """Return the user whose email and password match and who may log in, or None.
 
-    A user may log in when it has a password and is approved; an admin may log in even when not approved,
+    A user may log in when it has a password and is approved. An admin may log in even when not approved,
     so a Whop sync can never lock the operators out.
     """
     try:

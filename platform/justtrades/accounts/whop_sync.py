@@ -2,8 +2,8 @@
 
 One run:
 1. reads every membership from the Whop API (network first, outside any transaction);
-2. creates or approves a user per email with a valid membership (active, trialing) and revokes the approval
-   of users whose memberships all ended (canceled, expired, completed); admins are never revoked;
+2. creates or approves a user per email with a valid membership (active, trialing), and revokes the approval
+   of users whose memberships all ended (canceled, expired, completed), except admins;
 3. emails an activation link to new users, and again after `activation_resend_after_seconds` while they
    have not activated, at most `activation_max_resends` times;
 4. records the run in `whop_sync_state` and adds to the `whop_synced` and `whop_resent` counters.
@@ -56,7 +56,7 @@ def _iso(moment: dt.datetime | None) -> str | None:
 
 @dataclasses.dataclass
 class SyncOutcome:
-    """What one run did; `error` is set when the run failed or an email could not be sent."""
+    """The result of one run; `error` is set when the run failed or an email could not be sent."""
 
     synced: int = 0
     emailed: int = 0
@@ -92,7 +92,7 @@ class WhopSync:
 
         with self._engine.connect() as lock_connection:
             if not self._try_lock(lock_connection):
-                logger.debug("Whop sync skipped: another replica holds the sync lock")
+                logger.debug("Whop sync skipped: another replica has the sync lock")
                 return None
             try:
                 return self._run_locked(now)
