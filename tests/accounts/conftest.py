@@ -107,6 +107,14 @@ def empty_database_url(request, tmp_path):
     return url
 
 
+@pytest.fixture
+def empty_postgres_url(accounts_postgres):
+    """An empty PostgreSQL database, for behaviour that exists only there (advisory locks)."""
+    url = accounts_postgres["empty"]
+    _run_on_postgres(url, "DROP SCHEMA public CASCADE", "CREATE SCHEMA public")
+    return url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request, tmp_path, sqlite_template):
     """A database migrated to the newest revision with empty tables, on SQLite and on PostgreSQL."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import inspect
+import threading
 
-from justtrades.accounts.schema import column_report
+from sqlalchemy import inspect, text
+
+from justtrades.accounts.schema import ADVISORY_LOCK_KEY, column_report
 from justtrades.db import migrate
 from justtrades.db.engine import create_database_engine
 from justtrades.db.models import Base
@@ -93,3 +95,51 @@ def test_column_report_flags_missing_column():
     assert report[("users", "whop_status")] == "missing"
     assert report[("traders", "max_daily_loss")] == "added"
     assert report[("users", "email")] == "already_exists"
+
+
+def test_concurrent_runs_apply_once(empty_database_url, app_factory):
+    """Two replicas asked at once: one applies the migrations, the other finds them applied."""
+    apps = [app_factory(empty_database_url), app_factory(empty_database_url)]
+    results = []
+
+    def call(app):
+        response = app.test_client().post("/api/run-migrations", headers={"X-API-Key": API_KEY})
+        results.append((response.status_code, response.get_json()))
+
+    threads = [threading.Thread(target=call, args=(app,)) for app in apps]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+
+    assert [status for status, _ in results] == [200, 200]
+    applied = sorted(len(body["applied_revisions"]) for _, body in results)
+    assert applied[0] == 0
+    assert applied[1] >= 2
+
+
+def test_postgres_run_waits_for_replica_lock(empty_postgres_url, app_factory):
+    app = app_factory(empty_postgres_url)
+    other_replica = create_database_engine(empty_postgres_url)
+    holder = other_replica.connect()
+    holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+    holder.commit()
+    results = []
+    thread = threading.Thread(
+        target=lambda: results.append(
+            app.test_client().post("/api/run-migrations", headers={"X-API-Key": API_KEY}).status_code
+        )
+    )
+
+    thread.start()
+    thread.join(1.0)
+    waited = thread.is_alive()
+    holder.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY})
+    holder.commit()
+    thread.join(60)
+    holder.close()
+    other_replica.dispose()
+
+    assert waited
+    assert results == [200]
+    assert "login_failures" in _tables(empty_postgres_url)

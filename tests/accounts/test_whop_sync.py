@@ -471,3 +471,28 @@ def test_peer_cursor_is_opaque(whop):
     cursors = [request["params"].get("after") for request in whop.requests[1:]]
     assert all(cursor and not cursor.isdigit() for cursor in cursors)
     assert parse_qs(urlsplit("/?" + "after=" + cursors[0]).query)["after"] == [cursors[0]]
+
+
+def test_postgres_replica_lock_skips_run(empty_postgres_url, app_factory, whop, smtp):
+    from sqlalchemy import text
+
+    from justtrades.accounts.whop_sync import ADVISORY_LOCK_KEY
+    from justtrades.db.engine import create_database_engine
+    from justtrades.db.migrate import upgrade
+
+    engine = create_database_engine(empty_postgres_url)
+    upgrade(engine)
+    app = app_factory(empty_postgres_url, _settings(whop, smtp))
+    sync = app.extensions["justtrades"].accounts.whop
+    with engine.connect() as other_replica:
+        other_replica.execute(text("SELECT pg_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+        other_replica.commit()
+
+        assert sync.run_once(dt.datetime.now(UTC)) is None
+        assert whop.requests == []
+
+        other_replica.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY})
+        other_replica.commit()
+    engine.dispose()
+
+    assert sync.run_once(dt.datetime.now(UTC)).completed is True

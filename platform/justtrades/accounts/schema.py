@@ -36,6 +36,8 @@ def _replica_lock(engine: Engine):
         # Bounded wait: a replica stuck in a long migration makes this request fail instead of hang.
         connection.execute(text(f"SET statement_timeout = '{LOCK_WAIT_SECONDS}s'"))
         connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+        # The setting would stay on the pooled connection after this request; only the lock wait needs it.
+        connection.execute(text("RESET statement_timeout"))
         connection.commit()
         try:
             yield
