@@ -205,7 +205,7 @@ class WhopSync:
 
     def _send_activation_emails(self, now: dt.datetime, outcome: SyncOutcome) -> None:
         if not self._mailer.configured:
-            if self._awaiting_activation_count(now):
+            if self._awaiting_activation_count():
                 outcome.error = "activation emails not sent: SMTP is not configured, set JT_SMTP_HOST"
             return
 
@@ -226,12 +226,17 @@ class WhopSync:
         # The digest is stored before sending, so a delivered link always matches the database.
         token, token_hash = new_activation_token()
         with transaction(self._session_factory) as session:
-            session.get(User, user_id).activation_token_hash = token_hash
+            user = session.get(User, user_id)
+            if user is None:
+                return  # deleted since the query that listed it
+            user.activation_token_hash = token_hash
 
         self._mailer.send_activation(email, token, reminder=reminder)
 
         with transaction(self._session_factory) as session:
             user = session.get(User, user_id)
+            if user is None:
+                return
             user.activation_sent_at = now
             if reminder:
                 user.activation_resends = (user.activation_resends or 0) + 1
@@ -253,7 +258,7 @@ class WhopSync:
             )
             return [(user.id, user.email) for user in session.scalars(query)]
 
-    def _awaiting_activation_count(self, now: dt.datetime) -> int:
+    def _awaiting_activation_count(self) -> int:
         with self._session_factory() as session:
             return session.scalar(select(func.count()).select_from(_awaiting_activation().subquery()))
 
