@@ -178,14 +178,17 @@ class TradingViewFeed:
         )
         self._socket = ws
         try:
-            self._subscribe(ws)
-            self._receive_until_failure(context, ws)
+            jwt = self._subscribe(ws)
+            self._receive_until_failure(context, ws, jwt)
         finally:
             self._socket = None
             ws.abort()
 
-    def _subscribe(self, ws: websocket.WebSocket) -> None:
-        token = self.session.auth_token() or protocol.UNAUTHORIZED_TOKEN
+    def _subscribe(self, ws: websocket.WebSocket) -> str | None:
+        """Authenticate and subscribe; return the JWT held at this moment, so a renewed one can be detected."""
+        jwt = self.session.auth_token()
+        # An expired or refused JWT would get the socket refused; the unauthorized token still gets delayed quotes.
+        token = jwt if jwt and self.session.jwt_valid() else protocol.UNAUTHORIZED_TOKEN
         symbols = list(self._root_by_symbol)
         for frame in protocol.subscription_messages(token, protocol.new_session_id(), symbols):
             ws.send(frame)
@@ -201,8 +204,9 @@ class TradingViewFeed:
             len(symbols),
             "JWT" if token != protocol.UNAUTHORIZED_TOKEN else "unauthorized",
         )
+        return jwt
 
-    def _receive_until_failure(self, context: ThreadContext, ws: websocket.WebSocket) -> None:
+    def _receive_until_failure(self, context: ThreadContext, ws: websocket.WebSocket, jwt: str | None) -> None:
         deadline = self.settings.liveness_deadline_seconds
         # Short receive timeouts let the loop check the deadline, stop and reconnect requests several times a second.
         ws.settimeout(min(0.25, deadline / 4))
@@ -211,6 +215,9 @@ class TradingViewFeed:
         while not context.stopping():
             context.beat()
             if self._reconnect_requested.is_set():
+                raise ReconnectRequested()
+            if self.session.auth_token() != jwt:
+                # The session thread renewed the JWT; only a new connection authenticates with it.
                 raise ReconnectRequested()
             if time.monotonic() - last_received > deadline:
                 raise FeedStalled(f"no message (heartbeats included) for {deadline:g}s; closing the socket")
@@ -351,20 +358,17 @@ class TradingViewFeed:
         while not context.stopping():
             context.beat()
             if self.session.refresh_due():
-                self._refresh_session(reconnect=True)
+                self._refresh_session()
             if context.wait(self.settings.session_check_seconds):
                 return
 
-    def _refresh_session(self, *, reconnect: bool) -> tuple[bool, str]:
+    def _refresh_session(self) -> tuple[bool, str]:
+        """Renew the JWT; the socket loop sees the new token and reconnects with it."""
         try:
             self.session.refresh(self.http)
         except SessionRefreshError as error:
             logger.error("TradingView session refresh failed: %s", error)
             return False, str(error)
-
-        if reconnect and self.connected:
-            # The socket authenticated with the old token; a new connection sends the renewed one.
-            self.request_reconnect()
         return True, "TradingView session refreshed"
 
     def manual_refresh(self) -> tuple[int, dict, float | None]:
@@ -388,7 +392,7 @@ class TradingViewFeed:
             self.request_reconnect()
             return 200, {"success": True, "message": "no TradingView session cookies to refresh; WebSocket reconnecting"}, None
 
-        refreshed, detail = self._refresh_session(reconnect=False)
+        refreshed, detail = self._refresh_session()
         self.request_reconnect()
         if refreshed:
             return 200, {"success": True, "message": "TradingView session refreshed, WebSocket reconnecting"}, None
