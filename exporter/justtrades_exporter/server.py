@@ -133,6 +133,10 @@ class BackgroundServer:
         # Closing the sockets from the loop's own thread empties its map, so the loop returns without a select()
         # on a closed descriptor.
         # NOTE: waitress 3.0 has no public stop; this relies on its trigger and its private socket map.
-        self._server.trigger.pull_trigger(lambda: wasyncore.close_all(self._server._map, ignore_all=True))
+        try:
+            self._server.trigger.pull_trigger(lambda: wasyncore.close_all(self._server._map, ignore_all=True))
+        except OSError:
+            # The trigger's pipe is already closed: the loop has ended, so there is nothing left to wake.
+            pass
         self._thread.join(timeout_seconds)
         self._server.task_dispatcher.shutdown(timeout=timeout_seconds)

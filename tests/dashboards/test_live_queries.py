@@ -179,6 +179,7 @@ def loopback_peers_only():
     jwt = make_jwt(3600)
     closed_port = free_port()
     with TradingViewPeer(accepted_jwts={jwt}) as peer, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JT_FEEDS_ENABLED", "true")
         patch.setenv("JT_TRADINGVIEW_WS_URL", peer.ws_url)
         patch.setenv("JT_TRADINGVIEW_POLL_URL", f"{peer.http_url}/scan")
         patch.setenv("JT_TRADINGVIEW_JWT_REFRESH_URL", f"{peer.http_url}/chart/")

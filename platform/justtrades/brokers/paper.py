@@ -11,16 +11,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..db.models import Fill, Order, PaperTrade, Position, utcnow
 from ..markets.products import get_product, point_value as product_point_value
+from ..markets.symbols import contract_root
 from .base import AccountRef, BrokerError, BrokerPosition, FailureReason, OrderRequest, OrderResult
 
 logger = logging.getLogger(__name__)
 
 PriceSource = Callable[[str], Decimal | None]
-
-
-def contract_root(symbol: str) -> str:
-    """Return the product root of a Tradovate contract name: NQZ6 -> NQ, MNQZ6 -> MNQ."""
-    return symbol[:-2]
 
 
 class PaperBroker:
