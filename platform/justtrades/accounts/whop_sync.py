@@ -10,8 +10,8 @@ One run:
 
 Memberships in other states (past_due, unresolved, ...) only update the user's `whop_status`, and a user
 missing from the list keeps its access, because a filtered or partial list must not lock users out.
-On PostgreSQL a run holds an advisory lock, so with several replicas one of them syncs at a time;
-`whop_sync_state` is shared, so every replica reports the same last run.
+On PostgreSQL a run holds an advisory lock, so with several replicas one of them syncs at a time. Every replica
+reads the shared `whop_sync_state` row, so all of them report the same last run.
 """
 
 from __future__ import annotations
