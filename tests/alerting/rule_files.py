@@ -16,7 +16,7 @@ ALERTS_DOC = REPO_ROOT / "docs" / "alerts.md"
 PROMETHEUS_CONFIG = REPO_ROOT / "prometheus.yml"
 ALERTMANAGER_CONFIG = REPO_ROOT / "alertmanager.yml"
 
-# Every runbook_url is this base followed by "<alert name>.md"; docs/alerts.md says how to move it.
+# Every runbook_url is this base followed by "<alert name>.md". docs/alerts.md describes how to move it.
 RUNBOOK_BASE_URL = "https://github.com/justtrades/monitoring/blob/main/docs/runbooks/"
 
 DURATION = re.compile(r"^(\d+)([smhdw])$")

@@ -26,7 +26,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.25):
+def wait_until(condition: Callable[[], object], timeout: float, description: str, interval: float = 0.25):
     """Poll `condition` until it returns a truthy value and return that value; raise after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -34,7 +34,7 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str, inter
         if result:
             return result
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout} s waiting for {description}")
 
 
 class _QuietHandler(BaseHTTPRequestHandler):
@@ -217,6 +217,9 @@ class PrometheusProcess(_Process):
             f"--config.file={self.config_path}",
             f"--storage.tsdb.path={self.workdir / 'prometheus-data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
+            # Alerts evaluated before the notifier has discovered the Alertmanager are dropped and resent only
+            # after this delay (1m by default), so every first notification would wait a minute.
+            "--rules.alert.resend-delay=1s",
         ]
 
     def alerts(self) -> list[dict]:

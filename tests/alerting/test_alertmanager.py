@@ -11,6 +11,7 @@ import yaml
 
 from tests.alerting.rule_files import ALERTMANAGER_CONFIG, load_rules
 from tests.alerting.servers import AlertmanagerProcess, WebhookCapture, wait_until
+from tests.alerting.stack import alertmanager_test_config
 
 
 def amtool_run(amtool: str, *arguments: str) -> subprocess.CompletedProcess:
@@ -99,15 +100,8 @@ def alert(name: str, severity: str, **labels: str) -> dict:
 def live_alertmanager(alertmanager_binary, tmp_path):
     """The repository's alertmanager.yml with receivers pointed at a local capture server and waits shortened."""
     capture = WebhookCapture().start()
-    document = yaml.safe_load(ALERTMANAGER_CONFIG.read_text(encoding="utf-8"))
-    for receiver in document["receivers"]:
-        for webhook in receiver["webhook_configs"]:
-            webhook["url"] = capture.url + urllib.parse.urlsplit(webhook["url"]).path
-    for route in [document["route"], *document["route"]["routes"]]:
-        route["group_wait"] = "1s"
-        route["group_interval"] = "1s"
     config_path = tmp_path / "alertmanager.yml"
-    config_path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    config_path.write_text(yaml.safe_dump(alertmanager_test_config(capture.url)), encoding="utf-8")
 
     manager = AlertmanagerProcess(alertmanager_binary, tmp_path, config_path).start()
     yield manager, capture

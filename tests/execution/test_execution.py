@@ -25,7 +25,7 @@ def send(app, token: str, body: str):
     return response.get_json()
 
 
-def wait_for_jobs(app, timeout: float = 15.0) -> list[ExecutionJob]:
+def wait_for_jobs(app, timeout: float = 45.0) -> list[ExecutionJob]:
     """Wait until no job is queued or running, and return all jobs."""
     session_factory = app.extensions["justtrades"].session_factory
     deadline = time.monotonic() + timeout
@@ -175,7 +175,7 @@ def test_dead_worker_is_replaced_and_counted(frozen):
     runtime.brokers["paper"].place_order = die_once
     send(frozen, ES_TOKEN, '{"action":"buy","ticker":"ES1!","price":6120.5}')
 
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while runtime.workers.restarts == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert runtime.workers.restarts == 1

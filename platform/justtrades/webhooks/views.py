@@ -74,9 +74,9 @@ def receive_webhook(token: str):
     if not runtime.webhook_sender_allowed(delivery.source_ip):
         return _forbidden(runtime, delivery, started)
 
-    # Deliveries spooled earlier go first: ingesting this one before them would reorder signals, and duplicate
-    # detection and cooldowns depend on the order.
-    if runtime.webhook_spool.has_backlog():
+    # Deliveries spooled earlier for this recorder go first: ingesting this one before them would reorder its
+    # signals, and positions, cooldowns and duplicate detection depend on the order.
+    if runtime.webhook_spool.has_backlog(token):
         return _spool(runtime, delivery, started)
 
     try:
@@ -98,15 +98,19 @@ def receive_webhook(token: str):
 
 
 def _spool(runtime, delivery: Delivery, started: float):
-    """Keep the delivery in the local spool and answer 202, or 503 when the spool cannot take it."""
+    """Keep the delivery in the local spool and return 202, or 503 when the spool cannot take it."""
     try:
         spool_id = runtime.webhook_spool.append(delivery)
     except (SpoolFull, SpoolUnavailable) as error:
-        logger.error("webhook for token ...%s lost: the database is unreachable and %s", delivery.token[-4:], error)
-        return _unavailable(runtime, started, f"the database is unreachable and {error}; the alert was not accepted")
+        spool_id = None
+        if not delivery.too_large:
+            logger.error("webhook for token ...%s lost: the database is unreachable and %s", delivery.token[-4:], error)
+            return _unavailable(runtime, started, f"the database is unreachable and {error}; the alert was not accepted")
 
     if delivery.too_large:
-        # Kept for the raw log, but the sender must learn now that the alert is too long.
+        # Spooled only for the raw log: the sender must learn now that the alert is too long.
+        logger.info("oversized webhook for token ...%s %s", delivery.token[-4:],
+                    f"spooled as {spool_id} for the raw log" if spool_id else "not spooled")
         runtime.webhook_stats.record("too_large", time.monotonic() - started)
         limit = runtime.settings.webhook_max_body_bytes
         response = jsonify({"error": f"body of {delivery.size_bytes} bytes exceeds the {limit}-byte limit: "
@@ -118,8 +122,8 @@ def _spool(runtime, delivery: Delivery, started: float):
     response = jsonify({
         "status": "spooled",
         "spool_id": spool_id,
-        "message": "the alert was stored on this server and is processed in arrival order as soon as the "
-                   "database answers",
+        "message": "the alert was stored on this server and will be processed in arrival order once the "
+                   "database is reachable",
     })
     response.status_code = 202
     return response
