@@ -1,0 +1,103 @@
+"""/metrics render time with 1,000 traders, 200 accounts and 50 symbols, beside a bare prometheus_client registry.
+
+The platform builds its families on every scrape from database snapshots. The baseline is bench.bare_app serving,
+with the same waitress thread count, a registry that holds exactly the series the platform's scrape returned.
+Goal: the platform's median scrape at most 1.5 times the baseline's.
+
+    python -m bench.metrics_render                       # 1,000 traders, 200 accounts, 50 symbols
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import bulk, load, servers, workloads
+from .databases import database_url_for
+from .report import Report, ms
+
+
+def _scrape_times(url: str, scrapes: int) -> tuple[list[float], int]:
+    """GET /metrics `scrapes` times over one keep-alive connection; return the times and the body size."""
+    connection = load.Connection(url, timeout=30)
+    times, size = [], 0
+    for _ in range(scrapes):
+        started = time.perf_counter()
+        status, body = connection.request("GET", "/metrics", None, {})
+        times.append(time.perf_counter() - started)
+        if status != 200:
+            raise RuntimeError(f"GET {url}/metrics answered {status}")
+        size = len(body)
+    connection.close()
+    return times, size
+
+
+def _seed(database_url: str, args, workdir: Path) -> None:
+    servers.seed_platform(database_url, workloads.many_traders(args.accounts, args.traders), workdir)
+    writer = bulk.BulkWriter(database_url)
+    account_ids = [row for row in range(1, args.accounts + 1)]
+    symbols = workloads.contract_symbols(args.symbols)
+    now = dt.datetime.now(dt.timezone.utc)
+    bulk.add_positions(writer, account_ids, symbols, now)
+    bulk.add_fills(writer, args.fills, writer.traders(), symbols, now)
+    writer.close()
+
+
+def run(args) -> Report:
+    report = Report("/metrics render")
+    workdir = Path(tempfile.mkdtemp(prefix="jt-bench-metrics-"))
+    try:
+        with database_url_for(args.database, workdir) as database_url:
+            _seed(database_url, args, workdir)
+            report.figure("workload", f"{args.traders} traders, {args.accounts} accounts, {args.symbols} symbols, "
+                          f"{args.accounts * args.symbols} positions, {args.fills} fills, {args.database}")
+
+            with servers.start_platform(database_url, workdir) as platform:
+                _scrape_times(platform.url, 20)  # warm-up
+                exposition = load.Connection(platform.url, 30).request("GET", "/metrics", None, {})[1]
+                (workdir / "exposition.txt").write_bytes(exposition)
+                platform_times, platform_size = _scrape_times(platform.url, args.scrapes)
+
+            with servers.start_bare(workdir, exposition=workdir / "exposition.txt") as bare:
+                _scrape_times(bare.url, 20)
+                bare_times, bare_size = _scrape_times(bare.url, args.scrapes)
+
+            series = sum(1 for line in exposition.decode().splitlines() if line and not line.startswith("#"))
+            report.figure("series in the exposition", str(series))
+            report.figure("body size", f"{platform_size} B", f"{bare_size} B")
+            for label, fraction in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+                report.figure(f"scrape time {label}", ms(load.percentile(platform_times, fraction)),
+                              ms(load.percentile(bare_times, fraction)))
+            report.goal("median scrape vs bare registry", statistics.median(platform_times)
+                        / statistics.median(bare_times), 1.5, "x")
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"kept {workdir}")
+    report.finish()
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--traders", type=int, default=1000, help="traders (default 1000)")
+    parser.add_argument("--accounts", type=int, default=200, help="paper accounts (default 200)")
+    parser.add_argument("--symbols", type=int, default=50, help="contracts with positions (default 50)")
+    parser.add_argument("--fills", type=int, default=20_000,
+                        help="fills in the database, one a second up to now (default 20000)")
+    parser.add_argument("--scrapes", type=int, default=200, help="timed scrapes of each server (default 200)")
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite", help="default sqlite")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder with the server logs")
+    run(parser.parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
