@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import os
 import signal
@@ -54,6 +55,13 @@ def _build_parser() -> argparse.ArgumentParser:
     seed = commands.add_parser("seed", help="load accounts, recorders and traders from a YAML file (idempotent)")
     seed.add_argument("file", type=Path, help="YAML file with the keys accounts, recorders, traders")
     seed.set_defaults(handler=_seed)
+
+    admin = commands.add_parser(
+        "create-admin",
+        help="create an admin user; the password comes from $JT_ADMIN_PASSWORD or a prompt, never the command line",
+    )
+    admin.add_argument("email", help="the admin's email address, used to log in")
+    admin.set_defaults(handler=_create_admin)
     return parser
 
 
@@ -73,6 +81,24 @@ def _seed(arguments, settings: Settings) -> int:
         report = apply_seed(session, document)
     engine.dispose()
     print(f"seeded {arguments.file}: {report}")
+    return 0
+
+
+def _create_admin(arguments, settings: Settings) -> int:
+    from .accounts.users import UserError, create_user
+
+    password = os.environ.get("JT_ADMIN_PASSWORD") or getpass.getpass(f"password for {arguments.email}: ")
+    engine = create_database_engine(settings.database_url)
+    upgrade(engine)
+    try:
+        with transaction(create_session_factory(engine)) as session:
+            create_user(session, arguments.email, password, role="admin")
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    print(f"created admin {arguments.email}")
     return 0
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..brokers.tradovate_auth import token_group_key
 from ..db.models import Account, Trader
 
 
@@ -77,10 +77,8 @@ def load_account_groups(session_factory: sessionmaker[Session]) -> AccountGroups
 
 
 def group_key(account: Account) -> str:
-    """Name the token group of an account: its token_group, else a hash of its token (accounts sharing one match)."""
-    if account.token_group:
-        return account.token_group
-    return "token-" + hashlib.sha256(account.access_token.encode()).hexdigest()[:12]
+    """Name the token group of an account the same way the broker's token manager does."""
+    return token_group_key(account.token_group, account.access_token, account.id)
 
 
 def _build_group(environment: str, key: str, members: list[Account]) -> AccountGroup:

@@ -228,19 +228,9 @@ class TokenRefresher:
         # The manager treats a stored OAuth token as fresh (it does not know its expiry), so a token that is
         # still the stored one is renewed explicitly here.
         if token == group.current_token and group.current_token:
-            # TODO: call a TokenManager method meant for renewal ahead of expiry once it has one;
-            # renew_rejected also logs the renewal as a rejection.
-            token = manager.renew_rejected(group.token_group, group.environment, group.current_token)
+            token = manager.renew(group.token_group, group.environment, group.current_token)
 
-        return token, self._expiry_from(manager, group)
-
-    @staticmethod
-    def _expiry_from(manager, group: _Group) -> dt.datetime | None:
-        for row in manager.snapshot():
-            if row.get("token_group") == group.token_group and row.get("environment") == group.environment:
-                expires_at = row.get("expires_at")
-                return dt.datetime.fromisoformat(expires_at.replace("Z", "+00:00")) if expires_at else None
-        return None
+        return token, manager.token_expiry(group.token_group, group.environment)
 
     def _store(self, group: _Group, token: str, expires_at: dt.datetime | None) -> None:
         with transaction(self.session_factory) as session:

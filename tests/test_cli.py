@@ -1,0 +1,76 @@
+"""The `justtrades` command: migrate, seed (idempotent, with clear errors) and create-admin."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from sqlalchemy import func, select
+
+from justtrades.db.engine import create_database_engine, create_session_factory
+from justtrades.db.models import Account, Recorder, Trader, User
+
+from .conftest import DEMO_SEED
+
+
+def run_cli(tmp_path, *arguments, env_extra=None):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'cli.sqlite3'}", "PATH": "/usr/bin:/bin", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "justtrades.cli", *arguments], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def count(tmp_path, model) -> int:
+    engine = create_database_engine(f"sqlite:///{tmp_path / 'cli.sqlite3'}")
+    with create_session_factory(engine)() as session:
+        value = session.scalar(select(func.count()).select_from(model))
+    engine.dispose()
+    return value
+
+
+def test_seed_twice_changes_nothing(tmp_path):
+    first = run_cli(tmp_path, "seed", str(DEMO_SEED))
+    second = run_cli(tmp_path, "seed", str(DEMO_SEED))
+
+    assert first.returncode == 0, first.stderr
+    assert "11 created, 0 updated" in first.stdout
+    assert "0 created, 0 updated" in second.stdout
+    assert (count(tmp_path, Account), count(tmp_path, Recorder), count(tmp_path, Trader)) == (3, 3, 5)
+
+
+def test_seed_rejects_unknown_field_naming_it(tmp_path):
+    seed = tmp_path / "bad.yaml"
+    seed.write_text("accounts:\n  - name: A\n    colour: blue\n")
+
+    result = run_cli(tmp_path, "seed", str(seed))
+
+    assert result.returncode == 2
+    assert "colour" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_seed_rejects_short_webhook_token(tmp_path):
+    seed = tmp_path / "short.yaml"
+    seed.write_text("recorders:\n  - name: R\n    webhook_token: abc\n")
+
+    result = run_cli(tmp_path, "seed", str(seed))
+
+    assert result.returncode == 2
+    assert "at least 16 characters" in result.stderr
+
+
+def test_create_admin_takes_password_from_environment(tmp_path):
+    result = run_cli(tmp_path, "create-admin", "ops@example.com", env_extra={"JT_ADMIN_PASSWORD": "correct-horse-9"})
+    again = run_cli(tmp_path, "create-admin", "ops@example.com", env_extra={"JT_ADMIN_PASSWORD": "correct-horse-9"})
+
+    assert result.returncode == 0, result.stderr
+    assert count(tmp_path, User) == 1
+    assert again.returncode == 2
+    assert "already exists" in again.stderr
+    assert "correct-horse-9" not in result.stdout + result.stderr
+
+
+def test_migrate_reports_up_to_date(tmp_path):
+    result = run_cli(tmp_path, "migrate")
+
+    assert result.returncode == 0, result.stderr
+    assert "is up to date" in result.stdout
