@@ -41,6 +41,19 @@ def wait_until(predicate, timeout: float, message: str, interval: float = 0.1):
         time.sleep(interval)
 
 
+def report_result(scenario: str, **figures) -> None:
+    """Print a scenario's figures, and append them as a JSON line to $JT_RELIABILITY_REPORT when it is set.
+
+    docs/reliability.md quotes these figures; run with `-s` to see them, or set the variable to collect them.
+    """
+    line = {"scenario": scenario, "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **figures}
+    print(f"\nRESULT {json.dumps(line, default=str)}")
+    target = os.environ.get("JT_RELIABILITY_REPORT")
+    if target:
+        with open(target, "a", encoding="utf-8") as report:
+            report.write(json.dumps(line, default=str) + "\n")
+
+
 def front_contracts(now: dt.datetime | None = None) -> dict[str, str]:
     """Return {root: front contract} as the platform resolves the continuous tickers today (NQ -> NQZ6)."""
     from justtrades.markets.symbols import resolve_symbol

@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, func, select
 
 from justtrades.db.models import ExecutionJob, Order, RawWebhook, WebhookActivity
 
-from .conftest import metric_samples, platform_process, wait_until
+from .conftest import metric_samples, platform_process, report_result, wait_until
 
 # Two demo recorders: JADNQ has two enabled traders, ESSCALP one. Each recorder's deliveries replay in order.
 TOKENS = {"demo-nq-7f3a9c2e41b8d605": ("NQ1!", "21500.25", 2), "demo-es-2b6d0e9a73c4f158": ("ES1!", "6120.50", 1)}
@@ -122,10 +122,12 @@ def test_outage_spools_and_replays_every_delivery(private_postgres, tmp_path):
 
         # 2. The database comes back; traffic goes on for a while, then stops.
         private_postgres.start()
+        database_back = time.monotonic()
         time.sleep(3)
         sender.stop()
 
         wait_until(lambda: _spool(server)["depth"] == 0, 60, "the spool never drained")
+        drain_seconds = time.monotonic() - database_back
         wait_until(lambda: server.get("/api/broker-execution/status").json()["broker_execution"]["queue_size"] == 0,
                    60, "the job queue never drained")
         after_health = _detailed(server)
@@ -157,6 +159,10 @@ def test_outage_spools_and_replays_every_delivery(private_postgres, tmp_path):
     assert after_spool["replayed_total"] == len(spooled)
     assert after_spool["failed_files"] == 0
 
+    report_result("database_outage", database="postgresql", outage_seconds=OUTAGE_SECONDS, deliveries=len(sent),
+                  answered_200=len(accepted), answered_202_spooled=len(spooled),
+                  spool_depth_during_outage=outage_spool["depth"], replayed=after_spool["replayed_total"],
+                  seconds_to_drain_after_database_back=round(drain_seconds, 1))
     _check_database(url, sent, spooled)
 
 
