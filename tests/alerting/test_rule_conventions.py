@@ -140,7 +140,8 @@ def test_durations_are_deliberate(alert_rules):
 
 
 def test_gauges_read_through_windows(alert_rules):
-    # A bare gauge goes stale after one failed scrape and would clear a firing alert; `up` never goes stale.
+    # A bare gauge goes stale after one failed scrape and would clear a firing alert. `up` is written on every
+    # scrape, failed ones included, so it needs no window.
     catalogue = load_catalogue()
     for rule in alert_rules:
         for selector in scan(rule.expr).selectors:
