@@ -1,12 +1,15 @@
 """Run every panel query of every dashboard against a real Prometheus that scrapes a running platform.
 
-One platform server (`justtrades serve` with the demo data), the standalone exporter polling it, and
-/usr/bin/prometheus scraping both every second. Webhook traffic goes in while Prometheus scrapes, so counters
-move and the histograms fill. Each query then runs with the dashboard variables replaced as Grafana would:
-it must parse, return at least one finite value, and carry every label its legend names.
+One platform server (`justtrades serve` with the demo data and a Tradovate account), the standalone exporter
+polling it, and /usr/bin/prometheus scraping both every second. The platform talks to local peers of
+TradingView, Whop, SMTP and Tradovate (`live_peers.py`), so its price feed, Whop sync, token refresh and
+position monitor all have state. Webhook traffic goes in while Prometheus scrapes, so counters move, the
+histograms fill and a paper trade is closed. Each query then runs with the dashboard variables replaced as
+Grafana would: it must parse, return at least one finite value, and carry every label its legend names.
 
 A query is run once per producer that has all of its metrics: against the platform job (`justtrades`) and,
-when every metric is part of the contract, against the exporter job (`justtrades-exporter`) too.
+when every metric is part of the contract, against the exporter job (`justtrades-exporter`) too. No query is
+skipped for missing state: a panel that shows nothing fails.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.conftest import PlatformServer
 from tests.dashboards.dashlint_catalogue import PROMETHEUS_SERIES, iter_targets, load_catalogue, load_dashboards
 from tests.dashboards.dashlint_promql import scan
+from tests.dashboards.live_peers import seed_with_oauth_token, start_live_peers
 from tests.dashboards.prometheus_server import PrometheusServer, free_port, prometheus_binary
 
 ON_CI = os.environ.get("CI", "").lower() == "true"
@@ -36,16 +41,19 @@ EXPORTER_SCRAPE_SECONDS = 3
 # Grafana's built-in variables, with values that suit a one-second scrape interval.
 BUILTIN_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1s", "$__range": "5m"}
 
-# Metrics that have no sample until a subsystem has state the test platform cannot have. Their queries are
-# skipped, not failed, and only while the metric is really absent from the scraped job.
-STATEFUL_METRICS = {
-    "justtrades_position_monitor_last_message_timestamp_seconds":
-        "the demo accounts are paper accounts, so the Tradovate position monitor never hears a message",
+# Metrics that need a subsystem to have done something, with what that is and the JSON endpoint that shows why
+# not. The stack waits until every producer exposes each of them before any query runs.
+STATE_METRICS = {
+    "justtrades_whop_sync_last_run_timestamp_seconds":
+        ("a completed Whop sync against the Whop peer", "/api/admin/whop-sync-status"),
     "justtrades_account_token_earliest_expiry_timestamp_seconds":
-        "the demo accounts are paper accounts and hold no broker token",
-    "justtrades_whop_sync_last_run_timestamp_seconds": "no Whop API is configured, so the sync never ran",
-    "justtrades_paper_last_close_timestamp_seconds": "no paper trade was closed during the test",
+        ("a Tradovate token from the REST peer", "/api/accounts/auth-status"),
+    "justtrades_position_monitor_last_message_timestamp_seconds":
+        ("a message on the position monitor's Tradovate socket", "/api/position-monitor/status"),
+    "justtrades_paper_last_close_timestamp_seconds":
+        ("a closed paper trade (the NQ buy, then closelong)", "/api/paper-trades/service-status"),
 }
+STATE_TIMEOUT_SECONDS = 60
 
 # The probe alerts fire at once for every scraped producer, so the ALERTS panels have series to show: one per
 # instance, and one per job without an instance label, like the rules that aggregate a job's replicas.
@@ -165,30 +173,39 @@ def _post_traffic(platform_server) -> None:
         assert response.status_code < 500, (token, response.status_code, response.text)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def loopback_peers_only():
-    """Point every outside connection of the platform server at 127.0.0.1 before the server starts.
+@pytest.fixture(scope="module")
+def live_peers(tmp_path_factory):
+    with start_live_peers(tmp_path_factory.mktemp("peers")) as peers:
+        yield peers
 
-    The platform's feeds default to TradingView's and Tradovate's public hosts. This fixture is autouse, so
-    pytest runs it before the module-scoped platform server, which copies os.environ when it starts. The
-    TradingView peer serves real-time quotes, so the price panels have data. Tradovate URLs point at a closed
-    loopback port: the demo accounts are paper accounts, so nothing should connect there.
-    """
-    from tests.peers.tradingview_ws import TradingViewPeer, make_jwt
 
-    jwt = make_jwt(3600)
-    closed_port = free_port()
-    with TradingViewPeer(accepted_jwts={jwt}) as peer, pytest.MonkeyPatch.context() as patch:
-        patch.setenv("JT_FEEDS_ENABLED", "true")
-        patch.setenv("JT_TRADINGVIEW_WS_URL", peer.ws_url)
-        patch.setenv("JT_TRADINGVIEW_POLL_URL", f"{peer.http_url}/scan")
-        patch.setenv("JT_TRADINGVIEW_JWT_REFRESH_URL", f"{peer.http_url}/chart/")
-        patch.setenv("JT_TRADINGVIEW_JWT", jwt)
-        patch.setenv("JT_TRADOVATE_URL", f"http://127.0.0.1:{closed_port}/v1")
-        patch.setenv("JT_TRADOVATE_WS_URL", f"ws://127.0.0.1:{closed_port}/v1/websocket")
-        for name in ("JT_TRADOVATE_WS_URL_DEMO", "JT_TRADOVATE_WS_URL_LIVE", "JT_WHOP_API_KEY", "JT_SMTP_HOST"):
-            patch.delenv(name, raising=False)
-        yield peer
+@pytest.fixture(scope="module")
+def live_platform(live_peers, tmp_path_factory):
+    """`justtrades serve` with the demo data and a Tradovate account, every outside service on a local peer."""
+    workdir = tmp_path_factory.mktemp("platform")
+    server = PlatformServer(workdir, live_peers.environment, seed=live_peers.seed)
+    seed_with_oauth_token(server, live_peers.tradovate_rest)
+    server.start()
+    try:
+        _wait_for_token_renewal(server)
+        yield server
+    finally:
+        server.stop()
+
+
+def _wait_for_token_renewal(platform: PlatformServer) -> None:
+    """Wait until the token refresh daemon has renewed the Tradovate token at the REST peer."""
+    deadline = time.monotonic() + STATE_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        status = platform.get("/api/accounts/auth-status").json()
+        if status["token_refresh"]["renewed_total"] >= 1 and status["all_accounts_valid"]:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(
+        f"timed out after {STATE_TIMEOUT_SECONDS} s waiting for the token refresh to renew the Tradovate token\n"
+        f"GET /api/accounts/auth-status: {status}\n"
+        f"platform log:\n{platform.log_path.read_text(errors='replace')[-3000:]}"
+    )
 
 
 class LiveStack:
@@ -199,15 +216,15 @@ class LiveStack:
 
 
 @pytest.fixture(scope="module")
-def live_stack(shared_platform_server, tmp_path_factory):
+def live_stack(live_platform, tmp_path_factory):
     binary = prometheus_binary()
     require(binary is not None, "the prometheus binary (/usr/bin/prometheus)")
 
     workdir = tmp_path_factory.mktemp("stack")
     exporter = None
     if _exporter_installed():
-        exporter = ExporterProcess(shared_platform_server.url, shared_platform_server.api_key, workdir).start()
-    targets = {PLATFORM_JOB: shared_platform_server.url.removeprefix("http://").rstrip("/")}
+        exporter = ExporterProcess(live_platform.url, live_platform.api_key, workdir).start()
+    targets = {PLATFORM_JOB: live_platform.url.removeprefix("http://").rstrip("/")}
     if exporter is not None:
         targets[EXPORTER_JOB] = exporter.address
 
@@ -218,7 +235,7 @@ def live_stack(shared_platform_server, tmp_path_factory):
     try:
         # Counters need a sample before and after the traffic for rate() to see it.
         prometheus.wait_for(f'count_over_time(up{{job="{PLATFORM_JOB}"}}[1m]) >= 3', 30, "three scrapes")
-        _post_traffic(shared_platform_server)
+        _post_traffic(live_platform)
         prometheus.wait_for(f'sum(justtrades_signal_to_order_seconds_count{{job="{PLATFORM_JOB}"}}) > 0', 30,
                             "the broker workers to execute the demo signals")
 
@@ -229,6 +246,7 @@ def live_stack(shared_platform_server, tmp_path_factory):
                                 30, f"two scrapes of {job} after the traffic")
         prometheus.wait_for('count(ALERTS{alertname=~"Dashboard.*Probe", alertstate="firing"}) >= 2', 30,
                             "the probe alerts")
+        _wait_for_state(prometheus, live_platform, list(targets))
 
         scraped = {job: _scraped_names(prometheus, job) for job in targets}
         yield LiveStack(prometheus, exporter is not None, scraped)
@@ -236,6 +254,29 @@ def live_stack(shared_platform_server, tmp_path_factory):
         prometheus.stop()
         if exporter is not None:
             exporter.stop()
+
+
+def _wait_for_state(prometheus: PrometheusServer, platform: PlatformServer, jobs: list[str]) -> None:
+    """Wait until every job exposes each state metric. On a timeout, the error shows the endpoint that explains why."""
+    deadline = time.monotonic() + STATE_TIMEOUT_SECONDS
+    for name, (description, endpoint) in STATE_METRICS.items():
+        missing = _jobs_without(prometheus, name, jobs)
+        while missing and time.monotonic() < deadline:
+            time.sleep(0.5)
+            missing = _jobs_without(prometheus, name, jobs)
+
+        if missing:
+            raise RuntimeError(
+                f"timed out after {STATE_TIMEOUT_SECONDS} s waiting for {description}: "
+                f"{name} has no sample in {missing}\n"
+                f"GET {endpoint}: {platform.get(endpoint).text[:2000]}\n"
+                f"platform log:\n{platform.log_path.read_text(errors='replace')[-3000:]}"
+            )
+
+
+def _jobs_without(prometheus: PrometheusServer, name: str, jobs: list[str]) -> list[str]:
+    present = {series["metric"]["job"] for series in prometheus.instant(f"group by (job) ({name})")}
+    return sorted(set(jobs) - present)
 
 
 def _seconds_since(moment: float) -> int:
@@ -266,13 +307,9 @@ def _run(prometheus: PrometheusServer, expr: str, instant: bool) -> dict:
     return prometheus.api("query_range", query=expr, start=end - QUERY_WINDOW_SECONDS, end=end, step=1)
 
 
-def _skip_when_state_missing(stack: LiveStack, expr: str, job: str) -> None:
+def _absent_metrics(stack: LiveStack, expr: str, job: str) -> list[str]:
     names = {selector.name for selector in scan(expr).selectors} - PROMETHEUS_SERIES
-    absent = sorted(names - stack.scraped_names[job])
-    unexplained = [name for name in absent if name not in STATEFUL_METRICS]
-    assert not unexplained, f"job {job} exposes none of {unexplained}"
-    if absent:
-        pytest.skip(f"{absent[0]} has no sample: {STATEFUL_METRICS[absent[0]]}")
+    return sorted(names - stack.scraped_names[job])
 
 
 @pytest.mark.parametrize("panel, target, job", list(_cases()))
@@ -285,9 +322,7 @@ def test_panel_query_returns_data(live_stack, panel, target, job):
 
     assert document.get("status") == "success", f"{expr}: {document.get('error')}"
     result = document["data"]["result"]
-    if not result:
-        _skip_when_state_missing(live_stack, target["expr"], job)
-    assert result, f"no series for {expr}"
+    assert result, f"no series for {expr}; job {job} exposes none of {_absent_metrics(live_stack, target['expr'], job)}"
     assert _finite_values(result), f"only NaN or infinite values for {expr}"
 
     for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")):
