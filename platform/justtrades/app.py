@@ -6,12 +6,17 @@ import importlib
 import logging
 
 from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .config import Settings
 from .runtime import Runtime
 
 logger = logging.getLogger(__name__)
+
+# The largest request body an endpoint reads; larger ones get 413 before a view runs. Without it, /login and
+# /api/activate would read and hash a body of any size. The webhook view lifts it and reads at most its own limit
+# plus one byte, so that an oversized delivery still reaches the raw log.
+MAX_REQUEST_BYTES = 1024 * 1024
 
 # Each module has init_app(app, runtime); order matters where one component uses another's services.
 COMPONENTS = (
@@ -32,7 +37,7 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=settings.secret_key,
-        MAX_CONTENT_LENGTH=None,  # the webhook view enforces its own limit so it can log oversized deliveries
+        MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
         JSON_SORT_KEYS=False,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
@@ -54,6 +59,13 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
 
 
 def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(error: RequestEntityTooLarge):
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        response = jsonify({"error": f"request body exceeds the {limit}-byte limit: send a smaller body", "status": 413})
+        response.status_code = 413
+        return response
+
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):
         response = jsonify({"error": error.description, "status": error.code})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import sys
 import time
 
 from flask import Blueprint, current_app, jsonify, request
@@ -167,6 +168,9 @@ def _forbidden(runtime, delivery: Delivery, started: float):
 
 def _read_delivery(token: str, limit: int, started: float, received_at) -> Delivery:
     """Read at most limit + 1 bytes, so an oversized body is detected without buffering all of it."""
+    # This bounded read replaces the app-wide MAX_CONTENT_LENGTH, which would reject a large delivery before it
+    # reached the raw log.
+    request.max_content_length = sys.maxsize
     body = request.stream.read(limit + 1)
     too_large = len(body) > limit or (request.content_length or 0) > limit
     size = request.content_length if request.content_length is not None else len(body)
