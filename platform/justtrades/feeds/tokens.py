@@ -163,7 +163,7 @@ class TokenRefresher:
 
         groups: dict[tuple[str, str], _Group] = {}
         for account in accounts:
-            key = (account.environment, group_key_or_account(account))
+            key = (account.environment, group_key(account))
             group = groups.setdefault(key, _Group(key[1], key[0], [], None, None, set()))
             group.account_ids.append(account.id)
             group.statuses.add(token_status(account, now))
@@ -285,9 +285,3 @@ class TokenRefresher:
                 "last_error": self.last_error,
             }
 
-
-def group_key_or_account(account: Account) -> str:
-    """Name a group without token_group: by its token when it has one, else by the account alone."""
-    if account.access_token:
-        return group_key(account)
-    return f"account-{account.id}"
