@@ -12,7 +12,7 @@ import hashlib
 import logging
 import time
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ..db import counters
@@ -156,13 +156,12 @@ class WebhookIngestor:
 
                 status = "blocked" if reason else "success"
                 activity = self._add_activity(session, delivery, raw_id, recorder, alert, status, reason, len(traders))
-                jobs = [self._add_job(session, activity, recorder, trader, alert, now) for trader in traders]
+                job_refs = self._add_jobs(session, activity, recorder, traders, alert, now)
                 if not reason:
                     recorder.last_signal_at = now
 
                 session.flush()
                 self._close_raw(session, raw_id, 200, "blocked" if reason else "accepted", alert)
-                job_refs = tuple((job.id, job.account_id, job.symbol) for job in jobs)
         except IntegrityError as error:
             if _is_guard_conflict(error):
                 raise _Duplicate() from error
@@ -189,14 +188,10 @@ class WebhookIngestor:
         fingerprint = _fingerprint(delivery)
         expires_at = now + dt.timedelta(seconds=self._settings.duplicate_window_seconds)
 
-        renewed = session.execute(
-            update(DuplicateGuard)
-            .where(DuplicateGuard.fingerprint == fingerprint, DuplicateGuard.expires_at <= now)
-            .values(expires_at=expires_at)
-        ).rowcount
+        values = {"guard_fingerprint": fingerprint, "guard_expires_at": expires_at, "guard_now": now}
+        renewed = session.execute(_RENEW_GUARD, values).rowcount
         if renewed == 0:
-            session.add(DuplicateGuard(fingerprint=fingerprint, expires_at=expires_at))
-            session.flush()
+            session.execute(_INSERT_GUARD, values)
 
     def _add_activity(self, session, delivery, raw_id, recorder, alert, status, reason, traders_notified):
         activity = WebhookActivity(
@@ -216,26 +211,32 @@ class WebhookIngestor:
         counters.increment(session, ACTIVITY_COUNTER + status)
         return activity
 
-    def _add_job(self, session, activity, recorder, trader, alert: Alert, now) -> ExecutionJob:
-        # The trader's quantity is a multiplier of the alert's, so one alert sizes every subscriber's order.
-        quantity = trader.quantity * (alert.quantity or 1)
-        job = ExecutionJob(
-            idempotency_key=f"jt-{activity.id}-{trader.id}",
-            activity_id=activity.id,
-            recorder_id=recorder.id,
-            trader_id=trader.id,
-            account_id=trader.account_id,
-            action=alert.action.value,
-            symbol=alert.contract.symbol,
-            quantity=quantity,
-            price=alert.price,
-            take_profit=alert.take_profit,
-            stop_loss=alert.stop_loss,
-            signal_received_at=now,
-            next_attempt_at=now,
-        )
-        session.add(job)
-        return job
+    def _add_jobs(self, session, activity, recorder, traders, alert: Alert, now) -> tuple[tuple[int, int, str], ...]:
+        """Insert one job per trader in one statement; return (job id, account id, symbol) of each."""
+        if not traders:
+            return ()
+
+        rows = [
+            {
+                "idempotency_key": f"jt-{activity.id}-{trader.id}",
+                "activity_id": activity.id,
+                "recorder_id": recorder.id,
+                "trader_id": trader.id,
+                "account_id": trader.account_id,
+                "action": alert.action.value,
+                "symbol": alert.contract.symbol,
+                # The trader's quantity is a multiplier of the alert's, so one alert sizes every subscriber's order.
+                "quantity": trader.quantity * (alert.quantity or 1),
+                "price": alert.price,
+                "take_profit": alert.take_profit,
+                "stop_loss": alert.stop_loss,
+                "signal_received_at": now,
+                "next_attempt_at": now,
+            }
+            for trader in traders
+        ]
+        ids = session.execute(_INSERT_JOBS, rows).scalars().all()
+        return tuple((job_id, row["account_id"], row["symbol"]) for job_id, row in zip(ids, rows))
 
     def _record_rejection(self, delivery, raw_id, recorder, error: AlertError) -> None:
         with self._session_factory() as session, session.begin():
@@ -292,7 +293,7 @@ class WebhookIngestor:
     def _close_raw(self, session, raw_id: int, status_code: int, outcome: str, alert: Alert | None) -> None:
         action = BREAKDOWN_NAMES[alert.action.value] if alert else None
         session.execute(
-            update(RawWebhook).where(RawWebhook.id == raw_id).values(http_status=status_code, outcome=outcome, action=action)
+            _CLOSE_RAW, {"raw_id": raw_id, "raw_http_status": status_code, "raw_outcome": outcome, "raw_action": action}
         )
         counters.increment(session, RAW_ACTION_COUNTER + (action or "unparsed"))
 
@@ -306,6 +307,28 @@ class WebhookIngestor:
                 session.execute(delete(DuplicateGuard).where(DuplicateGuard.expires_at < now - dt.timedelta(hours=1)))
         except SQLAlchemyError as error:
             logger.warning("cleaning expired duplicate guards failed (%s); the next cleanup retries", type(error).__name__)
+
+
+# Statements of the hot path, built once on the tables: the ORM's handling of DML on a mapped class costs
+# several times the statement itself (bench/webhook_ack measures the path).
+_GUARDS = DuplicateGuard.__table__
+_RENEW_GUARD = (
+    update(_GUARDS)
+    .where(_GUARDS.c.fingerprint == bindparam("guard_fingerprint"), _GUARDS.c.expires_at <= bindparam("guard_now"))
+    .values(expires_at=bindparam("guard_expires_at"))
+)
+_INSERT_GUARD = insert(_GUARDS).values(
+    fingerprint=bindparam("guard_fingerprint"), expires_at=bindparam("guard_expires_at")
+)
+_JOBS = ExecutionJob.__table__
+# One executemany with RETURNING; sort_by_parameter_order pairs each id with its row.
+_INSERT_JOBS = insert(_JOBS).returning(_JOBS.c.id, sort_by_parameter_order=True)
+_RAW = RawWebhook.__table__
+_CLOSE_RAW = (
+    update(_RAW)
+    .where(_RAW.c.id == bindparam("raw_id"))
+    .values(http_status=bindparam("raw_http_status"), outcome=bindparam("raw_outcome"), action=bindparam("raw_action"))
+)
 
 
 class _Duplicate(Exception):
