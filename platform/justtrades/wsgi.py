@@ -55,8 +55,14 @@ class AccessLogMiddleware:
 
 def create_server(app, host: str, port: int, threads: int):
     """Create the waitress server and teach the runtime to count its live request threads."""
-    server = waitress.create_server(AccessLogMiddleware(app), host=host, port=port, threads=threads, ident="justtrades")
     runtime = app.extensions["justtrades"]
+    # waitress removes X-Forwarded-* headers by default. With JT_TRUSTED_PROXIES set, the app's ProxyFix needs them
+    # to find the client address for the webhook allow-list and the login throttle, so they are kept.
+    keep_forwarded = runtime.settings.trusted_proxies > 0
+    server = waitress.create_server(
+        AccessLogMiddleware(app), host=host, port=port, threads=threads, ident="justtrades",
+        clear_untrusted_proxy_headers=not keep_forwarded,
+    )
     runtime.port = int(server.effective_port)
     runtime.http_workers_probe = lambda: len(server.task_dispatcher.threads)
     return server
