@@ -8,17 +8,21 @@ from urllib.parse import parse_qsl, urlencode
 
 import waitress
 
-access_logger = logging.getLogger("justtrades.access")
+from .webhooks.redaction import REDACTED, is_secret_key, redact_text
 
-SECRET_QUERY_KEYS = {"api_key", "apikey", "token", "password", "secret", "passphrase"}
+access_logger = logging.getLogger("justtrades.access")
 
 
 def redacted_query(query: str) -> str:
-    """Return the query string with the values of secret-looking parameters replaced."""
+    """Return the query string with secret-looking parameters replaced and secrets inside other values redacted.
+
+    A parameter counts as secret-looking by the same rule as a webhook body field (access_token, auth, X-Api-Key,
+    client_secret...), and a value such as a URL with ?token=... in it is redacted like webhook text.
+    """
     if not query:
         return ""
     pairs = parse_qsl(query, keep_blank_values=True)
-    return urlencode([(key, "[REDACTED]" if key.lower() in SECRET_QUERY_KEYS else value) for key, value in pairs])
+    return urlencode([(key, REDACTED if is_secret_key(key) else redact_text(value)) for key, value in pairs])
 
 
 class AccessLogMiddleware:
