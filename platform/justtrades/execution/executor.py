@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..brokers.base import AccountRef, BrokerError, FailureReason, OrderRequest, OrderResult
 from ..db.models import Account, ExecutionFailure, ExecutionJob, Order, Recorder, utcnow
+from ..webhooks.redaction import redact_text
 from .jobs import DONE, FAILED, JobStore
 from .stats import ExecutionStats
 
@@ -155,6 +156,9 @@ class Executor:
         logger.info("job %s: order %s %s for trader %s", job.id, result.broker_order_id, result.status, job.trader_id)
 
     def _handle_failure(self, job, reason, message: str, *, permanent: bool, retry_after=None, order_may_exist=False):
+        # The message quotes the broker's error text, which may repeat a credential; it goes to a table, an
+        # endpoint and the log.
+        message = redact_text(message)
         final = permanent or job.attempts >= self._max_attempts
         self._stats.record_failure(reason, final)
         self._record_failure(job, reason, message, final)
