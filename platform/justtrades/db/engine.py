@@ -13,6 +13,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, SessionTransactionOrigin, sessionmaker
 from sqlalchemy.util import immutabledict
 
+from . import counters  # noqa: F401 - registers the flush listener that keeps counters.fills_total
+
 # Connection execution option set by the session factory: False for a session's implicit (autobegin)
 # transaction, True for `session.begin()`. Engine-level transactions have no value and count as writes.
 # NOTE: an implicit transaction that writes and calls session.commit() would begin deferred and could fail

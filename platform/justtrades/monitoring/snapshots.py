@@ -14,7 +14,6 @@ from ..db import counters
 from ..db.models import (
     Account,
     ExecutionFailure,
-    Fill,
     Position,
     RawWebhook,
     Recorder,
@@ -67,7 +66,7 @@ def system_status(runtime) -> dict:
     with runtime.session_factory() as session:
         open_trades = session.scalar(select(func.count()).select_from(Position).where(Position.net_pos != 0))
         indexed_positions = session.scalar(select(func.count()).select_from(Position))
-        indexed_trades = session.scalar(select(func.count()).select_from(Fill))
+        indexed_trades = counters.read(session, [counters.FILLS_COUNTER])[counters.FILLS_COUNTER]
 
     document = {
         "open_trades": open_trades,
