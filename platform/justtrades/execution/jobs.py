@@ -7,7 +7,7 @@ import logging
 import os
 import socket
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..db.models import ExecutionJob, utcnow
@@ -32,34 +32,17 @@ class JobStore:
         The conditional update must change exactly one row: that is the whole claim, with no read-then-write race.
         """
         now = now or utcnow()
-        claimable = or_(
-            and_(ExecutionJob.status == QUEUED, ExecutionJob.next_attempt_at <= now),
-            and_(ExecutionJob.status == RUNNING, ExecutionJob.lease_expires_at < now),
-        )
-        statement = (
-            update(ExecutionJob)
-            .where(ExecutionJob.id == job_id, claimable)
-            .values(
-                status=RUNNING,
-                claimed_by=self.instance_id,
-                lease_expires_at=now + self._lease,
-                attempts=ExecutionJob.attempts + 1,
-            )
-            .execution_options(synchronize_session=False)
-        )
-
+        values = {"job_id": job_id, "job_now": now, "job_owner": self.instance_id, "job_lease": now + self._lease}
         with self._session_factory() as session, session.begin():
-            if session.execute(statement).rowcount != 1:
+            if session.execute(_CLAIM, values).rowcount != 1:
                 return None
             return session.get(ExecutionJob, job_id)
 
     def finish(self, job_id: int, status: str, error: str | None = None) -> None:
+        values = {"job_id": job_id, "job_owner": self.instance_id, "job_status": status, "job_error": error,
+                  "job_finished_at": utcnow()}
         with self._session_factory() as session, session.begin():
-            session.execute(
-                update(ExecutionJob)
-                .where(ExecutionJob.id == job_id, ExecutionJob.claimed_by == self.instance_id)
-                .values(status=status, last_error=error, finished_at=utcnow(), lease_expires_at=None)
-            )
+            session.execute(_FINISH, values)
 
     def retry_later(self, job_id: int, delay_seconds: float, error: str) -> None:
         """Put the job back in the queue at a later time, so a failing job cannot spin in a hot loop."""
@@ -122,6 +105,33 @@ class JobStore:
             return session.scalar(
                 select(func.count()).select_from(ExecutionJob).where(ExecutionJob.status.in_((QUEUED, RUNNING)))
             )
+
+
+# Statements run for every job, built once on the table: the ORM's handling of an UPDATE on the mapped class
+# costs several times the statement itself, and on SQLite every write holds the database's one write lock.
+_JOBS = ExecutionJob.__table__
+_CLAIM = (
+    update(_JOBS)
+    .where(
+        _JOBS.c.id == bindparam("job_id"),
+        or_(
+            and_(_JOBS.c.status == QUEUED, _JOBS.c.next_attempt_at <= bindparam("job_now")),
+            and_(_JOBS.c.status == RUNNING, _JOBS.c.lease_expires_at < bindparam("job_now")),
+        ),
+    )
+    .values(
+        status=RUNNING,
+        claimed_by=bindparam("job_owner"),
+        lease_expires_at=bindparam("job_lease"),
+        attempts=_JOBS.c.attempts + 1,
+    )
+)
+_FINISH = (
+    update(_JOBS)
+    .where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.claimed_by == bindparam("job_owner"))
+    .values(status=bindparam("job_status"), last_error=bindparam("job_error"),
+            finished_at=bindparam("job_finished_at"), lease_expires_at=None)
+)
 
 
 def _claimant_alive(claimed_by: str) -> bool:
