@@ -1,6 +1,6 @@
 """The baseline: a bare Flask app served by waitress exactly as `justtrades serve` serves the platform.
 
-POST /webhook/<token> parses the JSON body and answers 200 with a small JSON document, and GET /metrics renders a
+POST /webhook/<token> parses the JSON body and returns 200 with a small JSON document, and GET /metrics renders a
 prometheus_client registry holding the series of an exposition file (the platform's own /metrics output), so
 the platform's figures can be set beside the cost of the web stack and of rendering alone.
 """

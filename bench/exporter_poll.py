@@ -43,7 +43,7 @@ def _median_times(url: str, paths: list[str], requests_each: int) -> dict[str, f
             status, _ = connection.request("GET", path, None, headers)
             times.append(time.perf_counter() - started)
         if status != 200:
-            raise RuntimeError(f"GET {path} answered {status}; the exporter would count it as down")
+            raise RuntimeError(f"GET {path} returned HTTP {status}; the exporter would count the endpoint as down")
         medians[path] = statistics.median(times)
     connection.close()
     return medians
@@ -58,7 +58,7 @@ def _scrape_times(url: str, scrapes: int) -> list[float]:
         status, body = connection.request("GET", "/metrics", None, {})
         times.append(time.perf_counter() - started)
         if status != 200:
-            raise RuntimeError(f"exporter /metrics answered {status}")
+            raise RuntimeError(f"exporter /metrics returned HTTP {status}; see the exporter log in the work folder (--keep)")
         if b"justtrades_exporter_endpoint_up" not in body:
             raise RuntimeError("exporter /metrics has no justtrades_exporter_endpoint_up series")
     connection.close()
@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--traders", type=int, default=1000, help="traders (default 1000)")
     parser.add_argument("--accounts", type=int, default=200, help="paper accounts (default 200)")
     parser.add_argument("--fills", type=int, default=20_000, help="fills, one a second up to now (default 20000)")
-    parser.add_argument("--requests", type=int, default=20, help="timed requests per endpoint (default 20)")
-    parser.add_argument("--scrapes", type=int, default=20, help="timed exporter scrapes (default 20)")
+    parser.add_argument("--requests", type=int, default=10, help="timed requests per endpoint (default 20)")
+    parser.add_argument("--scrapes", type=int, default=10, help="timed exporter scrapes (default 20)")
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite", help="default sqlite")
     parser.add_argument("--keep", action="store_true", help="keep the work folder with the server logs")
     run(parser.parse_args(argv))

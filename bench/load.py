@@ -134,7 +134,7 @@ def open_loop(base_url: str, make_request: RequestFactory, rate: float, duration
 
 def closed_loop_python(base_url: str, make_request: RequestFactory, connections: int, duration: float,
                        timeout: float = 10.0) -> tuple[float, dict[int, int]]:
-    """Run `connections` threads that each send the next request as soon as the last one is answered.
+    """Run `connections` threads that each send the next request as soon as the last one has its response.
 
     Returns requests per second and the count of each status. The client runs on the same cores as the server,
     so on a small machine it is itself a bottleneck; wrk (closed_loop_wrk) costs far less CPU per request.
@@ -176,17 +176,15 @@ def wrk_available() -> bool:
 
 
 # Every wrk thread numbers its requests apart from the others, so no two bodies repeat (the platform
-# answers a repeated alert as a duplicate, which is cheaper and would flatter it).
+# reports a repeated alert as a duplicate, which is cheaper and would flatter it).
 _WRK_SCRIPT = """
 local counter = 0
 local thread_number = 0
-local threads = {}
 local next_thread = 0
 
 function setup(thread)
   thread:set("thread_number", next_thread)
   next_thread = next_thread + 1
-  table.insert(threads, thread)
 end
 
 function request()

@@ -23,16 +23,17 @@ from .databases import database_url_for
 from .report import Report, ms
 
 
-def _scrape_times(url: str, scrapes: int) -> tuple[list[float], int]:
-    """GET /metrics `scrapes` times over one keep-alive connection; return the times and the body size."""
-    connection = load.Connection(url, timeout=30)
+def _scrape_times(url: str, scrapes: int, budget_seconds: float) -> tuple[list[float], int]:
+    """GET /metrics up to `scrapes` times within budget_seconds over one connection; return the times and size."""
+    connection = load.Connection(url, timeout=60)
     times, size = [], 0
-    for _ in range(scrapes):
+    stop_at = time.monotonic() + budget_seconds
+    while len(times) < scrapes and (not times or time.monotonic() < stop_at):
         started = time.perf_counter()
         status, body = connection.request("GET", "/metrics", None, {})
         times.append(time.perf_counter() - started)
         if status != 200:
-            raise RuntimeError(f"GET {url}/metrics answered {status}")
+            raise RuntimeError(f"GET {url}/metrics returned HTTP {status}; see platform.log in the work folder (--keep)")
         size = len(body)
     connection.close()
     return times, size
@@ -59,17 +60,18 @@ def run(args) -> Report:
                           f"{args.accounts * args.symbols} positions, {args.fills} fills, {args.database}")
 
             with servers.start_platform(database_url, workdir) as platform:
-                _scrape_times(platform.url, 20)  # warm-up
+                _scrape_times(platform.url, 20, args.seconds / 4)  # warm-up
                 exposition = load.Connection(platform.url, 30).request("GET", "/metrics", None, {})[1]
                 (workdir / "exposition.txt").write_bytes(exposition)
-                platform_times, platform_size = _scrape_times(platform.url, args.scrapes)
+                platform_times, platform_size = _scrape_times(platform.url, args.scrapes, args.seconds)
 
             with servers.start_bare(workdir, exposition=workdir / "exposition.txt") as bare:
-                _scrape_times(bare.url, 20)
-                bare_times, bare_size = _scrape_times(bare.url, args.scrapes)
+                _scrape_times(bare.url, 20, args.seconds / 4)
+                bare_times, bare_size = _scrape_times(bare.url, args.scrapes, args.seconds)
 
             series = sum(1 for line in exposition.decode().splitlines() if line and not line.startswith("#"))
             report.figure("series in the exposition", str(series))
+            report.figure("timed scrapes", str(len(platform_times)), str(len(bare_times)))
             report.figure("body size", f"{platform_size} B", f"{bare_size} B")
             for label, fraction in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
                 report.figure(f"scrape time {label}", ms(load.percentile(platform_times, fraction)),
@@ -93,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fills", type=int, default=20_000,
                         help="fills in the database, one a second up to now (default 20000)")
     parser.add_argument("--scrapes", type=int, default=200, help="timed scrapes of each server (default 200)")
+    parser.add_argument("--seconds", type=float, default=30,
+                        help="time budget of the timed scrapes of each server (default 30)")
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite", help="default sqlite")
     parser.add_argument("--keep", action="store_true", help="keep the work folder with the server logs")
     run(parser.parse_args(argv))

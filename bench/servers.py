@@ -77,7 +77,7 @@ class ServerProcess:
                 pass
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"{self.name} at {self.url} never answered {self.health_path} with 200")
+        raise RuntimeError(f"{self.name} at {self.url} did not return HTTP 200 on {self.health_path} within {timeout:.0f} s; see {self.log_path}")
 
     def log_tail(self, characters: int = 3000) -> str:
         try:

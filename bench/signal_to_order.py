@@ -1,11 +1,11 @@
 """Signal to order: time from a webhook to the last broker order of its fan-out, through the Tradovate adapter.
 
 One recorder with 50 traders, each on its own Tradovate account; 10 broker workers; the local Tradovate REST
-server answers every request after 50 ms. Ten workers place 50 orders in ceil(50 / 10) rounds, so the last order
+server responds to every request after 50 ms. Ten workers place 50 orders in ceil(50 / 10) rounds, so the last order
 cannot be acknowledged before ceil(50 / 10) x 50 ms = 250 ms. Goal: at most 1.15 times that.
 
 The measured time runs from just before the webhook is sent to the broker's record of the last order of that
-signal (the stub stamps an order once its 50 ms have passed, that is when it answers). The baseline is the same
+signal (the stub stamps an order once its 50 ms have passed, that is when it responds). The baseline is the same
 50 orders sent straight to the stub by 10 client threads, measured in the same run.
 
     python -m bench.signal_to_order                     # 50 traders, 10 workers, 50 ms, 5 signals
@@ -69,7 +69,7 @@ def _send_signal(platform_url: str, stub_url: str, index: int, traders: int, tim
 
 
 def _direct_orders(stub_url: str, traders: int, workers: int) -> float:
-    """Send one order per account straight to the stub from `workers` threads; return the time to the last answer."""
+    """Send one order per account straight to the stub from `workers` threads; return the time to the last response."""
     api = stub_url + "/v1"
     credentials = tradovate_stub.credentials_document("bench")["bench"]
     token = requests.post(api + "/auth/accesstokenrequest", timeout=10, json={
@@ -83,9 +83,9 @@ def _direct_orders(stub_url: str, traders: int, workers: int) -> float:
         session = sessions[index % workers]
         body = {"accountSpec": f"BENCH{accounts[index]}", "accountId": accounts[index], "clOrdId": f"direct-{index}",
                 "action": "Buy", "symbol": SYMBOL, "orderQty": 1, "orderType": "Market", "isAutomated": True}
-        answer = session.post(api + "/order/placeorder", json=body, timeout=10,
+        response = session.post(api + "/order/placeorder", json=body, timeout=10,
                               headers={"Authorization": f"Bearer {token}"})
-        answer.raise_for_status()
+        response.raise_for_status()
 
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--traders", type=int, default=50, help="traders of the recorder (default 50)")
     parser.add_argument("--workers", type=int, default=10, help="broker workers, JT_BROKER_WORKERS (default 10)")
-    parser.add_argument("--latency-ms", type=float, default=50, help="broker answer delay (default 50)")
+    parser.add_argument("--latency-ms", type=float, default=50, help="delay of each broker response, in milliseconds (default 50)")
     parser.add_argument("--signals", type=int, default=5, help="measured signals (default 5)")
     parser.add_argument("--pause", type=float, default=1.0, help="seconds between signals (default 1)")
     parser.add_argument("--timeout", type=float, default=60, help="seconds to wait for one signal's orders")

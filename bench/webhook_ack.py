@@ -34,7 +34,7 @@ def _latency_figures(report: Report, name: str, result: load.OpenLoopResult, bas
     for label, fraction in (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("max", 1.0)):
         report.figure(f"ack latency {label}", ms(load.percentile(result.latencies, fraction)),
                       ms(load.percentile(baseline.latencies, fraction)))
-    report.figure("requests sent / answered", f"{result.planned} / {len(result.samples)}",
+    report.figure("requests sent / with a response", f"{result.planned} / {len(result.samples)}",
                   f"{baseline.planned} / {len(baseline.samples)}")
     report.figure("status counts", str(result.status_counts()), str(baseline.status_counts()))
 

@@ -10,7 +10,7 @@ SYMBOLS = ("NQZ6", "ESZ6", "MNQZ6", "CLZ6", "GCZ6")
 def recorder_with_traders(traders: int, recorder: str = "BENCH", token: str = "bench-token-0123456789abcdef",
                           broker: str = "paper", broker_account_ids: list[int] | None = None,
                           token_group: str | None = None) -> dict:
-    """One recorder fanning out to `traders` traders, each on its own account (no shared account lanes)."""
+    """Build one recorder with `traders` traders, each on its own account, so no two jobs share an account lane."""
     accounts = []
     for index in range(traders):
         account = {"name": f"Bench Account {index + 1}", "broker": broker}
@@ -27,7 +27,7 @@ def recorder_with_traders(traders: int, recorder: str = "BENCH", token: str = "b
 
 
 def alert_body(index: int, symbol: str = "NQZ6") -> bytes:
-    """A buy or sell alert whose price differs per index, so no two bodies are duplicates of each other."""
+    """Return a buy or sell alert whose price differs per index, so no two bodies are duplicates of each other."""
     action = "buy" if index % 2 == 0 else "sell"
     price = 20000 + (index % 400_000) * 0.25
     return json.dumps({"action": action, "ticker": symbol, "price": f"{price:.2f}"}).encode()
