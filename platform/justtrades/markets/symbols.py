@@ -34,6 +34,10 @@ _MAX_CONTINUOUS_INDEX = 9
 # Crude oil, the longest-listed product here, is listed about ten years ahead; a later year is a typo.
 _MAX_YEARS_AHEAD = 10
 _MAX_SHOWN_CHARS = 40
+# The longest ticker form is about 20 characters ("CME_MINI:MNQZ2026"). Longer text is rejected before any regex
+# runs, because the continuous-ticker pattern backtracks quadratically on long runs of digits (a 20,000-digit
+# ticker took seconds of CPU, holding the GIL).
+_MAX_TICKER_CHARS = 64
 
 _MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -229,7 +233,15 @@ def resolve_symbol(ticker: str, now: dt.datetime) -> Contract:
     if not isinstance(ticker, str):
         raise SymbolError("ticker", f"ticker must be text such as \"NQ1!\", got {type(ticker).__name__}")
 
-    text = _strip_exchange_prefix(ticker.strip().upper())
+    stripped = ticker.strip()
+    if len(stripped) > _MAX_TICKER_CHARS:
+        raise SymbolError(
+            "ticker",
+            f"ticker {_shown(stripped)} is {len(stripped)} characters long, more than the {_MAX_TICKER_CHARS} "
+            "allowed: send a symbol such as NQ1! or NQZ6",
+        )
+
+    text = _strip_exchange_prefix(stripped.upper())
     if not text:
         raise SymbolError("ticker", "ticker is empty: send a symbol such as NQ1! or NQZ6")
 
@@ -260,7 +272,10 @@ def contract_root(symbol: str) -> str | None:
     Unlike resolve_symbol this checks no month, year or expiry, so it also reads the symbols of
     expired contracts stored in positions and fills.
     """
-    text = _strip_exchange_prefix(symbol.strip().upper())
+    stripped = symbol.strip()
+    if len(stripped) > _MAX_TICKER_CHARS:
+        return None
+    text = _strip_exchange_prefix(stripped.upper())
     match = _CONTINUOUS.fullmatch(text) or _EXPLICIT.fullmatch(text)
     root = match["root"] if match else text
     return root if root in PRODUCTS else None
