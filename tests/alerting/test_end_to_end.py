@@ -206,10 +206,14 @@ def test_real_platform_scraped_then_down(platform, prometheus_binary, alertmanag
         assert stack.present("JustTradesTargetDown") == []
         assert stack.present("JustTradesServiceDown") == []
 
-        # TODO: drive real platform faults once the platform offers hooks for them. The cases are: kill broker
-        # workers (JustTradesBrokerWorkersDown), stop the Whop sync thread (JustTradesThreadStopped), expire a
-        # Tradovate token at the local peer (JustTradesAccountsNeedReauth) and disconnect the TradingView peer
-        # (JustTradesTradingViewDisconnected). Until then the canned tests above cover these rules.
+        # test_fault_drills.py causes real faults in a running platform for JustTradesBrokerWorkersDown,
+        # JustTradesBrokerQueueBacklog, JustTradesBrokerExecutionFailures, JustTradesTradingViewDisconnected,
+        # JustTradesTradingViewFeedDelayed, JustTradesAccountsNeedReauth, JustTradesWhopSyncStale (warning) and
+        # JustTradesThreadStopped, with both producers.
+        # TODO: the other rules meet only canned metrics: JustTradesServiceDown, JustTradesBrokerQueueStale, the
+        # webhook rules, JustTradesTradingViewJWTInvalid, JustTradesPriceStale, the position monitor rules, the
+        # Whop stuck-user and resend rules, JustTradesDailyLossLimitBreached and the critical
+        # JustTradesWhopSyncStale, whose 300 s age threshold is not shrunk.
 
         platform.stop()
         wait_until(
