@@ -168,8 +168,12 @@ def stop_worker_supervisor(platform: DrillPlatform) -> None:
 
 
 def drill_killed_workers(platform: DrillPlatform, watch: AlertWatch, outcome: DrillOutcome) -> None:
-    """With the supervisor gone, the paper broker raises SystemExit in 8 of the 10 workers, which stay dead; the
-    pool is started again (what a service restart does) and the alerts clear."""
+    """With the supervisor gone, the paper broker raises SystemExit in 8 of the 10 workers, and they stay dead.
+    Starting the pool again, as a service restart does, clears the alerts.
+
+    A crash loop under a running supervisor would only make the alert flap: a sample taken just after the
+    supervisor replaced the workers reads 10 alive (docs/alerts.md, "Fault drills").
+    """
     records = [outcome.record(key) for key in WORKERS_DOWN]
     workers = platform.runtime.workers
     stop_worker_supervisor(platform)
@@ -225,7 +229,7 @@ def drill_expired_tokens(platform: DrillPlatform, watch: AlertWatch, outcome: Dr
             job: watch.is_firing(warning.key, job) for job in JOBS
         }
     finally:
-        # Later drills and the teardown need working accounts, whatever failed above.
+        # The teardown and any later drill need working accounts, whatever failed above.
         fixed = time.monotonic()
         for name in expired:
             reauthenticate(platform, name)
