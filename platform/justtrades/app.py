@@ -70,6 +70,10 @@ def _register_error_handlers(app: Flask) -> None:
     def _http_error(error: HTTPException):
         response = jsonify({"error": error.description, "status": error.code})
         response.status_code = error.code or 500
+        # Keep the headers the error carries, such as Allow on a 405, which HTTP requires there.
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
         return response
 
     @app.errorhandler(Exception)
