@@ -136,6 +136,13 @@ def test_every_response_has_security_headers(secured_server):
             assert response.headers.get(header) == value, f"{name}: {header} is {response.headers.get(header)!r}"
 
 
+def test_405_names_allowed_methods(secured_server):
+    response = requests.delete(secured_server.url + "/health", timeout=10)
+
+    assert response.status_code == 405
+    assert set(response.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "HEAD"}
+
+
 def test_errors_are_json_without_traces(secured_server):
     for name, response in _responses(secured_server).items():
         if response.status_code < 400 or name.startswith("GET /static"):
