@@ -27,6 +27,7 @@ def healthy_samples() -> dict[tuple[str, Labels], Value]:
         # counters; the price rules are exercised by the promtool unit tests.
         ("justtrades_market_open", ()): 0,
         ("justtrades_broker_workers_alive", ()): 10,
+        ("justtrades_broker_worker_restarts_total", ()): 0,
         ("justtrades_broker_queue_depth", ()): 0,
         ("justtrades_broker_execution_failures_total", (("reason", "timeout"),)): 0,
         ("justtrades_traders_enabled", ()): 5,

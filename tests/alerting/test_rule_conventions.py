@@ -25,6 +25,7 @@ PROMETHEUS_SERIES = {"up"}
 WINDOWED_COUNT_ALERTS = {
     "Watchdog",
     "JustTradesBrokerExecutionFailures",
+    "JustTradesBrokerWorkersRestarting",
     "JustTradesWebhookActivityMissing",
     "JustTradesPositionMonitorAuthFailed",
     "JustTradesPositionMonitorAccountGroupErrors",

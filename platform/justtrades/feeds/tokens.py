@@ -261,7 +261,12 @@ class TokenRefresher:
         with transaction(self.session_factory) as session:
             changed = session.execute(
                 update(Account)
-                .where(Account.id.in_(group.account_ids), Account.auth_status != status)
+                .where(
+                    Account.id.in_(group.account_ids),
+                    Account.auth_status != status,
+                    # A re-login may have stored a new token since this pass read the group; leave that one valid.
+                    _same_token(group.current_token),
+                )
                 .values(auth_status=status)
             ).rowcount
 
@@ -285,3 +290,8 @@ class TokenRefresher:
                 "last_error": self.last_error,
             }
 
+
+def _same_token(token: str | None):
+    if token is None:
+        return Account.access_token.is_(None)
+    return Account.access_token == token
