@@ -334,6 +334,24 @@ def webhooks() -> dict:
                    thresholds=steps((None, GREEN), (0.1, ORANGE), (0.5, RED))),
         timeseries("Webhook workers", "Live fast webhook worker threads per replica.", "short",
                    [Target(sel("justtrades_webhook_workers_alive"), PER_INSTANCE)]),
+
+        row("Spool during database outages"),
+        timeseries("Spooled deliveries waiting", "Deliveries each replica keeps in its local spool while the "
+                   "database is unreachable, and the files moved aside for an operator. Anything above 0 "
+                   "after the database is back means the replayer is stuck.", "short",
+                   [Target(sel("justtrades_webhook_spool_depth"), "{{instance}} waiting"),
+                    Target(sel("justtrades_webhook_spool_failed_files"), "{{instance}} failed")]),
+        timeseries("Spool size and age", "Bytes in each replica's spool and the age of its oldest delivery "
+                   "(0 when empty).", "bytes",
+                   [Target(sel("justtrades_webhook_spool_bytes"), "{{instance}} bytes"),
+                    Target(sel("justtrades_webhook_spool_oldest_age_seconds"), "{{instance}} oldest (s)")]),
+        timeseries("Spool traffic", "Deliveries spooled, replayed into the database, and rejected because "
+                   "the spool was full or unwritable, per second.", "reqps",
+                   [Target(f"sum by (instance) ({rate('justtrades_webhook_spooled_total')})", "{{instance}} spooled"),
+                    Target(f"sum by (instance) ({rate('justtrades_webhook_spool_replayed_total')})",
+                           "{{instance}} replayed"),
+                    Target(f"sum by (instance) ({rate('justtrades_webhook_spool_rejected_total')})",
+                           "{{instance}} rejected")]),
     ]
     return dashboard(
         UID_WEBHOOKS, TITLES[UID_WEBHOOKS],
