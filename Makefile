@@ -11,6 +11,8 @@ system-deps:
 	scripts/install-system-deps
 
 # Run the platform with embedded defaults: SQLite in ./instance, the paper broker, demo data, port 5000.
+# The price feed and Tradovate daemons stay off until configured (JT_FEEDS_ENABLED=true, see docs/connections.md).
+run: export JT_FEEDS_ENABLED ?= false
 run: venv
 	.venv/bin/justtrades seed platform/justtrades/demo/demo.yaml
 	.venv/bin/justtrades serve --host $${HOST:-127.0.0.1} --port $${PORT:-5000}

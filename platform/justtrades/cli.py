@@ -43,8 +43,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve the platform with waitress (a production WSGI server)")
     serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"), help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "5000")), help="TCP port (default $PORT or 5000)")
-    serve.add_argument("--threads", type=int, default=int(os.environ.get("JT_HTTP_THREADS", "16")),
+    serve.add_argument("--port", type=int, default=_int_from_environ("PORT", 5000), help="TCP port (default $PORT or 5000)")
+    serve.add_argument("--threads", type=int, default=_int_from_environ("JT_HTTP_THREADS", 16),
                        help="HTTP request threads (default $JT_HTTP_THREADS or 16)")
     serve.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations at start")
     serve.set_defaults(handler=_serve)
@@ -63,6 +63,16 @@ def _build_parser() -> argparse.ArgumentParser:
     admin.add_argument("email", help="the admin's email address, used to log in")
     admin.set_defaults(handler=_create_admin)
     return parser
+
+
+def _int_from_environ(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"error: {name}={raw!r} is not a whole number; set it to a port or count such as {default}")
 
 
 def _migrate(arguments, settings: Settings) -> int:
@@ -87,7 +97,13 @@ def _seed(arguments, settings: Settings) -> int:
 def _create_admin(arguments, settings: Settings) -> int:
     from .accounts.users import UserError, create_user
 
-    password = os.environ.get("JT_ADMIN_PASSWORD") or getpass.getpass(f"password for {arguments.email}: ")
+    password = os.environ.get("JT_ADMIN_PASSWORD")
+    if not password:
+        try:
+            password = getpass.getpass(f"password for {arguments.email}: ")
+        except (EOFError, OSError):
+            print("error: no terminal to read the password from; set JT_ADMIN_PASSWORD", file=sys.stderr)
+            return 2
     engine = create_database_engine(settings.database_url)
     upgrade(engine)
     try:

@@ -49,7 +49,7 @@ def trader_broker_state(runtime, trader_id: int, now: dt.datetime) -> dict:
     with runtime.session_factory() as session:
         trader = session.get(Trader, trader_id)
         if trader is None:
-            raise BrokerStateError(404, {"error": f"trader {trader_id} not found; check the id in /api/traders"})
+            raise BrokerStateError(404, {"error": f"trader {trader_id} not found: use the id of a trader loaded with `justtrades seed`"})
         account = session.get(Account, trader.account_id)
         recorder = session.get(Recorder, trader.recorder_id)
         ref = account_ref_for(runtime, account)

@@ -246,6 +246,10 @@ def recorder_execution_status(runtime, recorder_id: int) -> dict | None:
     issues = []
     if not recorder.enabled:
         issues.append("recorder is disabled: enable it to take signals")
+    outside_window = not filters.in_trading_windows(filters.parse_trading_windows(recorder.trading_windows), runtime.clock())
+    if outside_window:
+        issues.append(f"outside its trading windows ({recorder.trading_windows} New York time): entries are "
+                      "blocked until the next window opens; closes still pass")
     if not rows:
         issues.append("recorder has no traders: subscribe at least one trader")
 
@@ -260,7 +264,7 @@ def recorder_execution_status(runtime, recorder_id: int) -> dict | None:
 
     if not recorder.enabled or not enabled_accounts or blocked:
         capability = "none"
-    elif missing_traders:
+    elif missing_traders or outside_window:
         capability = "partial"
     else:
         capability = "full"

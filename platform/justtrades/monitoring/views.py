@@ -119,7 +119,7 @@ def raw_webhooks():
 def recorder_execution_status(recorder_id: int):
     document = snapshots.recorder_execution_status(_runtime(), recorder_id)
     if document is None:
-        response = jsonify({"error": f"recorder {recorder_id} not found: list recorders in the admin dashboard"})
+        response = jsonify({"error": f"recorder {recorder_id} not found: use the id of a recorder loaded with `justtrades seed`"})
         response.status_code = 404
         return response
     return jsonify(document)
