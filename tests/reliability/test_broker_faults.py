@@ -20,7 +20,7 @@ from sqlalchemy import select
 from justtrades.db.engine import create_database_engine
 from justtrades.db.models import ExecutionJob
 
-from .conftest import TradovatePeerProcess, metric_samples, platform_process, report_result, tradovate_seed, wait_until
+from .support import TradovatePeerProcess, metric_samples, platform_process, report_result, tradovate_seed, wait_until
 
 TOKEN = "reliability-faults-8d2f6b0a4e1c9357"
 PLACE = "/order/placeorder"
@@ -134,7 +134,7 @@ def test_captcha_penalty_fails_without_retry(stack):
     assert [(f["reason"], f["final"]) for f in signal.failures()] == [("rate_limit_exceeded", True)]
     assert place_requests(peer) - places_before == 1
     assert signal.orders_at_broker() == []
-    # The peer keeps answering with the CAPTCHA ticket; a fresh peer process on the same port clears it. The
+    # The peer keeps returning the CAPTCHA ticket; a fresh peer process on the same port clears it. The
     # platform's token is unknown to the new process, so one signal renews it before the next fault is queued.
     peer.stop()
     peer.start(peer.port)
@@ -143,7 +143,7 @@ def test_captcha_penalty_fails_without_retry(stack):
 
 def test_timeout_after_placement_finds_order(stack):
     server, peer = stack
-    peer.inject(PLACE, "slow_response", seconds=3)  # recorded at once, answered after the 1 s timeout
+    peer.inject(PLACE, "slow_response", seconds=3)  # recorded at once, with the response only after the 1 s timeout
     before, places_before = failure_counts(server), place_requests(peer)
 
     signal = Signal(server, peer)
@@ -226,7 +226,7 @@ def test_refused_connection_backs_off(stack):
 
 
 def test_no_job_ordered_twice(stack):
-    """Over every fault above, the peer's order log holds each job's client order id at most once."""
+    """Over every fault above, the peer's order log contains each job's client order id at most once."""
     server, peer = stack
     client_ids = [order["clOrdId"] for order in peer.logged_orders()]
 

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from justtrades.db.engine import create_database_engine
 from justtrades.db.models import ExecutionJob, Order
 
-from .conftest import (
+from .support import (
     TradovatePeerProcess,
     kill_platform,
     report_result,

@@ -2,7 +2,7 @@
 Tradovate position monitor.
 
 Each client talks to its local peer through a ChaosProxy. A half-open or too slow connection must be detected
-within the client's deadline; reconnects must back off, so the proxy sees a bounded number of connection attempts
+within the client's deadline; reconnects must back off, so the proxy records a bounded number of connection attempts
 over a window instead of a storm; a slow connection within the deadline must not be dropped; and once the path is
 healthy again the client must be back within its maximum backoff.
 """
@@ -155,7 +155,7 @@ def _attempts_over_window(proxy: ChaosProxy) -> int:
 
 
 def _max_attempts(window: float, attempt_seconds: float) -> int:
-    """The most connection attempts a client backing off from BACKOFF_BASE to BACKOFF_MAX can make in `window`.
+    """Return the maximum number of connection attempts a client backing off from BACKOFF_BASE to BACKOFF_MAX can make in `window`.
 
     Each attempt takes at least `attempt_seconds` before it fails, and the wait after attempt n is at least half
     of min(BACKOFF_MAX, BACKOFF_BASE * 2**n) (the other half is random).

@@ -20,7 +20,7 @@ from justtrades.webhooks.ingest import Delivery
 from justtrades.webhooks.spool import SpoolSettings, SpoolUnavailable, WebhookSpool
 
 from ..conftest import DEMO_SEED, TEST_API_KEY, require_component
-from .conftest import metric_samples, wait_until
+from .support import metric_samples, wait_until
 from .private_postgres import PrivatePostgres, private_cluster_available
 
 NQ_TOKEN = "demo-nq-7f3a9c2e41b8d605"

@@ -1,6 +1,6 @@
 """schemathesis against a running platform with docs/openapi.yaml: no 5xx, and responses match the document.
 
-The platform's TradingView feed points at the local TradingView peer, so its endpoints answer from a live feed.
+The platform's TradingView feed points at the local TradingView peer, so its endpoints return data from a live feed.
 schemathesis gets the API key through the document's ApiKeyHeader scheme only, so its ignored_auth check also
 sends requests without it (and with a wrong one) and expects them rejected.
 """

@@ -2,9 +2,9 @@
 
 Each secret is a fresh random string with a label saying where it went in: query parameters, headers, webhook
 bodies (JSON and text, accepted and rejected, oversized, for an unknown token), failed logins and activations,
-the admin API key, and the credentials the platform itself holds (Tradovate, Whop, SMTP, TradingView, Flask).
-The platform logs at DEBUG, trades at a local Tradovate peer (so it requests, renews and uses access tokens), and
-its Whop sync fails against a closed port, so error paths log too. Then every stream is searched.
+the admin API key, and the credentials the platform itself is configured with (Tradovate, Whop, SMTP, TradingView,
+Flask). The platform logs at DEBUG, trades at a local Tradovate peer (so it requests, renews and uses access
+tokens), and its Whop sync fails against a closed port, so error paths log too. Then every stream is searched.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ SENT = {label: _secret(label) for label in (
     "oversized_passphrase", "unknown_token_passphrase", "login_password", "login_password_unknown_user",
     "activate_token", "activate_password", "broker_error_password",
 )}
-# Secrets the platform holds.
+# Secrets the platform is configured with.
 HELD = {label: _secret(label) for label in (
     "tradovate_password", "tradovate_sec", "whop_api_key", "smtp_password", "tradingview_jwt",
     "tradingview_sessionid", "flask_secret_key",
@@ -244,7 +244,7 @@ def test_metrics_hold_no_secret(leak_run):
 
 def test_responses_echo_no_secret(leak_run):
     outputs, secret_values = leak_run
-    # The activation page must carry the token of the emailed link into its form; only its visitor sees it.
+    # The activation page must carry the token of the emailed link into its form; only its visitor receives it.
     echoed_by_design = {"activate_token in response to activate page"}
 
     assert set(_leaks(outputs, secret_values, lambda name: name.startswith("response to"))) - echoed_by_design == set()

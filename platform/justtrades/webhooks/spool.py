@@ -1,6 +1,6 @@
 """A durable local spool for webhook deliveries that arrive while the database is unreachable.
 
-TradingView does not retry a webhook, so a delivery answered with a 5xx is a lost signal. While the database is
+TradingView does not retry a webhook, so a delivery that gets a 5xx response is a lost signal. While the database is
 unreachable, the webhook view therefore writes each delivery to a file in the spool and answers 202. A replayer
 thread ingests the files in arrival order once the database answers, with the original received time, so duplicate
 detection, cooldowns, trading windows and the raw log see the delivery as it arrived. Each file is deleted only
@@ -231,7 +231,7 @@ class WebhookSpool:
         self._opened = True
         self.disabled_reason = None
         if self._heap:
-            logger.warning("webhook spool %s holds %d delivery(ies) from an earlier run; replaying them",
+            logger.warning("webhook spool %s contains %d deliveries from an earlier run; replaying them",
                            self.settings.directory, len(self._heap))
 
     def _take_lock(self) -> None:
@@ -240,7 +240,7 @@ class WebhookSpool:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise SpoolUnavailable("another process holds its lock; give each process its own JT_WEBHOOK_SPOOL_DIR") from None
+            raise SpoolUnavailable("its lock is taken by another process; give each process its own JT_WEBHOOK_SPOOL_DIR") from None
         self._lock_file = handle
 
     def _remove_partial_writes(self) -> None:
@@ -429,7 +429,7 @@ def _fsync_directory(directory: Path) -> None:
 
 
 class SpoolReplayer:
-    """Ingests spooled deliveries in arrival order while the database answers; runs in a registered thread."""
+    """Ingests spooled deliveries in arrival order once the database is reachable; runs in a registered thread."""
 
     def __init__(self, spool: WebhookSpool, ingest: Callable[[Delivery], object], on_result: Callable[[object], None]):
         self._spool = spool

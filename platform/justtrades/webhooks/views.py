@@ -87,7 +87,7 @@ def receive_webhook(token: str):
             logger.warning("webhook for token ...%s: database unreachable (%s); spooling the delivery",
                            token[-4:], type(error).__name__)
             return _spool(runtime, delivery, started)
-        # A bug, not an outage: a 5xx tells the sender that nothing was accepted.
+        # A bug, not an outage: the 503 signals to the sender that nothing was accepted.
         logger.exception("webhook for token ...%s failed inside ingestion", token[-4:])
         return _unavailable(runtime, started, "the webhook could not be processed; it was logged and can be retried")
 
@@ -151,7 +151,7 @@ def _forbidden(runtime, delivery: Delivery, started: float):
     try:
         runtime.webhooks.record_forbidden(delivery)
     except Exception as error:
-        # The rejection stands without its raw-log row; a 500 would hide why the sender was turned away.
+        # The 403 is returned even without its raw-log row; a 500 would hide why the sender was rejected.
         if is_database_unavailable(error):
             logger.warning("raw log row of the rejected delivery from %s not written: database unreachable",
                            delivery.source_ip)
