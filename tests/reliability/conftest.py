@@ -1,4 +1,4 @@
-"""Fixtures of the reliability scenarios: a Tradovate peer process and a private PostgreSQL cluster."""
+"""Fixtures of the reliability scenarios: a private PostgreSQL cluster the tests may stop and start."""
 
 from __future__ import annotations
 
@@ -12,14 +12,6 @@ import pytest  # noqa: E402
 from tests.conftest import require_component  # noqa: E402
 
 from .private_postgres import PrivatePostgres, private_cluster_available  # noqa: E402
-from .support import TradovatePeerProcess  # noqa: E402
-
-
-@pytest.fixture
-def tradovate_peer(tmp_path):
-    peer = TradovatePeerProcess(tmp_path, latency_ms=0).start()
-    yield peer
-    peer.stop()
 
 
 @pytest.fixture

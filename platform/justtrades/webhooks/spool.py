@@ -128,8 +128,12 @@ class SpoolEntry:
 
     @property
     def spooled_at(self) -> dt.datetime:
-        nanoseconds = int(self.name.split("-", 1)[0])
-        return dt.datetime.fromtimestamp(nanoseconds / 1e9, dt.timezone.utc)
+        return _spooled_at(self.name)
+
+
+def _spooled_at(name: str) -> dt.datetime:
+    nanoseconds = int(name.split("-", 1)[0])
+    return dt.datetime.fromtimestamp(nanoseconds / 1e9, dt.timezone.utc)
 
 
 def encode_delivery(delivery: Delivery) -> bytes:
@@ -404,7 +408,7 @@ class WebhookSpool:
                 "rejected_total": self.rejected_total,
                 "quarantined_total": self.quarantined_total,
             }
-        oldest_at = SpoolEntry(oldest, Path(), 0).spooled_at if oldest else None
+        oldest_at = _spooled_at(oldest) if oldest else None
         document["oldest_spooled_at"] = oldest_at.isoformat().replace("+00:00", "Z") if oldest_at else None
         document["oldest_age_seconds"] = round((now - oldest_at).total_seconds(), 3) if oldest_at else 0.0
         document["failed_files"] = self._count_failed()
