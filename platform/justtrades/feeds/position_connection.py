@@ -71,6 +71,7 @@ class GroupConnection:
 
         self._contract_names: dict[int, str] = {}
         self._order_accounts: dict[int, int] = {}
+        self._subscribed_at: float | None = None  # time.monotonic() when the current connection reached sync
 
     # Group updates from the monitor's reload
 
@@ -99,6 +100,7 @@ class GroupConnection:
         while not context.stopping():
             group = self.group
             subscribed = False
+            self._subscribed_at = None
             try:
                 subscribed = self._run_connection(context, group)
             except AuthFailed as error:
@@ -112,10 +114,20 @@ class GroupConnection:
 
             if context.stopping():
                 return
-            attempt = 0 if subscribed else attempt + 1
+            attempt = 0 if subscribed or self._was_stable() else attempt + 1
             delay = backoff_delay(attempt, self.settings.backoff_base_seconds, self.settings.backoff_max_seconds)
             if context.wait(delay):
                 return
+
+    def _was_stable(self) -> bool:
+        """Tell whether the last connection stayed subscribed for a whole silence-detection period.
+
+        Its failure is then a blip, and the backoff starts again from the base; otherwise the failures of a
+        lifetime would add up and every reconnect would wait the maximum.
+        """
+        subscribed_at = self._subscribed_at
+        stable_seconds = self.settings.stats_window_seconds * self.settings.stale_windows
+        return subscribed_at is not None and time.monotonic() - subscribed_at >= stable_seconds
 
     def _record_failure(self, group: AccountGroup, message: str) -> None:
         with self._lock:
@@ -176,6 +188,7 @@ class GroupConnection:
             raise ConnectionFailed(f"Sync request failed — {status} response for accounts {account_ids}")
 
         self._remember_sync_data(response.data)
+        self._subscribed_at = time.monotonic()
         self._set_state("subscribed")
         logger.info("%s Subscribed to sync for accounts %s", group.token_label, account_ids)
 
