@@ -97,6 +97,19 @@ class ChaosProxy:
         with self._lock:
             return self._mode
 
+    def reset_connections(self) -> None:
+        """Reset every open connection once (a blip); new connections are served in the current mode."""
+        with self._lock:
+            connections = list(self._connections)
+        for client, upstream in connections:
+            _reset(client)
+            _reset(upstream)
+
+    def accepted_after(self, moment: float) -> list[float]:
+        """Return the accept times after a time.monotonic() reading."""
+        with self._lock:
+            return [accepted for accepted in self.accepted_times if accepted > moment]
+
     def accepted_between(self, start: float, end: float) -> int:
         """Count connections accepted between two time.monotonic() readings."""
         with self._lock:

@@ -42,6 +42,9 @@ def through(proxy: ChaosProxy, url: str) -> str:
 
 class TradingViewClient:
     name = "tradingview"
+    # A connection up this long counts as healthy, so its failure starts the backoff again from the base. It must
+    # exceed CONNECT_TIMEOUT, because the feed counts from the start of the attempt.
+    stable_seconds = 2.0
 
     def __init__(self, make_app):
         self._make_app = make_app
@@ -56,7 +59,7 @@ class TradingViewClient:
     def start(self, url: str) -> None:
         settings = tradingview_settings(ws_url=url, liveness_deadline_seconds=DEADLINE, backoff_base_seconds=BACKOFF_BASE,
                                         backoff_max_seconds=BACKOFF_MAX, connect_timeout_seconds=CONNECT_TIMEOUT,
-                                        stable_connection_seconds=60.0, poll_url="")
+                                        stable_connection_seconds=self.stable_seconds, poll_url="")
         self.app = self._make_app(feed_settings(tradingview=settings))
 
     def healthy(self) -> bool:
@@ -72,6 +75,8 @@ class TradingViewClient:
 
 class PositionMonitorClient:
     name = "position_monitor"
+    # One silence-detection period subscribed (stats window x stale windows) counts as healthy.
+    stable_seconds = 0.5 * 2
 
     def __init__(self, make_app, database_url: str):
         self._make_app = make_app
@@ -223,3 +228,19 @@ def test_flapping_peer_causes_no_storm(client, chaos):
                   recovered_after_seconds=round(recovered_after, 2))
     # A connection lives 0.3 s before its reset, so that is the shortest attempt.
     assert 2 <= attempts <= _max_attempts(OBSERVATION_WINDOW, 0.3)
+
+
+def test_blip_after_stable_connection_reconnects_fast(client, chaos):
+    """Backoff grows over failures in a row, not over the life of the process."""
+    for _ in range(4):
+        wait_until(client.healthy, 10, f"{client.name} did not come back after a blip")
+        time.sleep(client.stable_seconds + 0.5)
+        blip = time.monotonic()
+        chaos.reset_connections()
+
+    reconnected = wait_until(lambda: chaos.accepted_after(blip), 10, f"{client.name} never reconnected")
+    delay = reconnected[0] - blip
+
+    report_result(f"socket_blip_{client.name}", reconnect_seconds_after_fourth_blip=round(delay, 2))
+    # From the base, the wait is at most BACKOFF_BASE; four growing failures in a row would wait 0.8 to 1.6 s.
+    assert delay < 4 * BACKOFF_BASE
