@@ -22,8 +22,9 @@ class ServerProcess:
     """A server subprocess that prints "... listening on http://HOST:PORT" on stdout once it accepts requests."""
 
     def __init__(self, name: str, argv: list[str], env: dict, workdir: Path, health_path: str = "/health",
-                 url_pattern: re.Pattern = _LISTENING, url_in_log: bool = False):
+                 url_pattern: re.Pattern = _LISTENING, url_in_log: bool = False, health_timeout: float = 2.0):
         self.name = name
+        self.health_timeout = health_timeout
         self.url_pattern = url_pattern
         self.url_in_log = url_in_log
         self.argv = argv
@@ -71,7 +72,7 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if requests.get(self.url + self.health_path, timeout=2).status_code == 200:
+                if requests.get(self.url + self.health_path, timeout=self.health_timeout).status_code == 200:
                     return
             except requests.RequestException:
                 pass
@@ -110,9 +111,28 @@ class ServerProcess:
         self.stop()
 
 
+# Every outside service the platform would reach by default points at a closed loopback port or is switched
+# off, so a benchmark sends nothing beyond 127.0.0.1 (signal_to_order points the REST URL at its stub).
+_CLOSED_PORT = "http://127.0.0.1:9"
+LOOPBACK_ONLY = {
+    "JT_TRADINGVIEW_ENABLED": "false",
+    "JT_TRADINGVIEW_WS_URL": "ws://127.0.0.1:9/socket.io/websocket",
+    "JT_TRADINGVIEW_POLL_URL": _CLOSED_PORT + "/futures/scan",
+    "JT_TRADINGVIEW_JWT_REFRESH_URL": _CLOSED_PORT + "/chart/",
+    "JT_POSITION_MONITOR_ENABLED": "false",
+    "JT_TRADOVATE_WS_URL": "ws://127.0.0.1:9/v1/websocket",
+    "JT_TRADOVATE_URL": _CLOSED_PORT + "/v1",
+    "JT_TRADOVATE_LIVE_URL": _CLOSED_PORT + "/v1",
+    "JT_WHOP_API_URL": _CLOSED_PORT + "/api/v1",
+    "JT_WHOP_API_KEY": "",
+    "JT_SMTP_HOST": "",
+}
+
+
 def platform_env(database_url: str, extra: dict | None = None) -> dict:
     return {
         **os.environ,
+        **LOOPBACK_ONLY,
         "DATABASE_URL": database_url,
         "JT_ADMIN_API_KEY": BENCH_API_KEY,
         "JT_SECRET_KEY": "bench-secret",
@@ -163,5 +183,6 @@ def start_exporter(platform_url: str, workdir: Path) -> ServerProcess:
             "--listen-address", "127.0.0.1", "--port", "0", "--api-key-file", str(key_file)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     pattern = re.compile(r"on (http://127\.0\.0\.1:\d+)/metrics")
+    # The exporter has no cheaper page than /metrics, and one scrape polls every endpoint of the platform.
     return ServerProcess("exporter", argv, env, workdir, health_path="/metrics", url_pattern=pattern,
-                         url_in_log=True).start()
+                         url_in_log=True, health_timeout=60.0).start(timeout=180.0)
