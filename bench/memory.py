@@ -3,7 +3,7 @@
 Goal: RSS growth from the end of the warm-up to the end of the run at most 10%, so nothing keeps per-webhook
 state in memory without a bound. The baseline is the bare Flask app taking the same number of requests.
 
-    python -m bench.memory                        # 10,000 webhooks (about 3 minutes)
+    python -m bench.memory                        # 3,000 webhooks (about 3 minutes)
     python -m bench.memory --webhooks 100000      # the full workload
 """
 
@@ -122,7 +122,7 @@ def run(args) -> Report:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--webhooks", type=int, default=10_000, help="webhooks in all, warm-up included (default 10000)")
+    parser.add_argument("--webhooks", type=int, default=3_000, help="webhooks in all, warm-up included (default 3000)")
     parser.add_argument("--traders", type=int, default=2, help="traders of the recorder (default 2)")
     parser.add_argument("--connections", type=int, default=4, help="closed-loop connections (default 4)")
     parser.add_argument("--steps", type=int, default=5, help="RSS readings after the warm-up (default 5)")
