@@ -146,6 +146,7 @@ class WorkerPool:
         for index, thread in enumerate(self._workers):
             if thread.is_alive() or self._shutdown.is_set():
                 continue
-            self.restarts += 1
-            logger.error("broker worker %s died; starting a replacement (restart %d)", thread.name, self.restarts)
+            # Count after the replacement runs, so a reader never sees the restart with the pool still short.
             self._workers[index] = self._spawn(index)
+            self.restarts += 1
+            logger.error("broker worker %s died; started a replacement (restart %d)", thread.name, self.restarts)
