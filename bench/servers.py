@@ -142,7 +142,7 @@ def platform_env(database_url: str, extra: dict | None = None) -> dict:
 
 
 def seed_platform(database_url: str, seed: dict, workdir: Path, env_extra: dict | None = None) -> None:
-    """Write the seed document to YAML and load it with `justtrades seed` (which also migrates)."""
+    """Write the seed data to a YAML file and load it with `justtrades seed` (which also migrates)."""
     path = workdir / "seed.yaml"
     path.write_text(yaml.safe_dump(seed, sort_keys=False), encoding="utf-8")
     subprocess.run(
