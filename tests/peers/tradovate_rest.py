@@ -245,7 +245,7 @@ class TradovatePeer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}{API_PREFIX}"
 
-    # -- control from tests -- ------------------------------------------------------------------------------
+    # -- control from tests -----------------------------------------------------------------------------
 
     def inject(self, path: str, fault: Fault, times: int = 1) -> None:
         """Queue `fault` for the next `times` requests to `path` (such as "/order/placeorder")."""
