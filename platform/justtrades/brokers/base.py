@@ -67,7 +67,7 @@ class BrokerError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class AccountRef:
-    """What an adapter needs to know about an account; built from the database row by the executor."""
+    """The account fields an adapter needs, built from the database row by the executor."""
 
     id: int
     name: str
@@ -114,7 +114,7 @@ class Broker(Protocol):
         """Place the order, or raise BrokerError."""
 
     def find_order(self, account: AccountRef, client_order_id: str) -> OrderResult | None:
-        """Return the order placed earlier under this client id, or None if the broker has none."""
+        """Return the order placed earlier under this client id, or None if the broker has no such order."""
 
     def positions(self, account: AccountRef) -> list[BrokerPosition]:
         """Return the account's open positions, read live from the broker."""

@@ -146,7 +146,7 @@ class RawWebhook(Base):
 
 
 class WebhookActivity(Base):
-    """What the platform did with a delivery for a known recorder."""
+    """The processing record of one delivery for a known recorder: status, reason, latency, traders notified."""
 
     __tablename__ = "webhook_activity"
 

@@ -57,8 +57,8 @@ class Executor:
             logger.exception("job %s (trader %s) failed with an unexpected error", job.id, job.trader_id)
             self._handle_failure(job, FailureReason.INTERNAL_ERROR, f"{type(error).__name__}: {error}", permanent=False)
         except BaseException:
-            # The worker thread is going down (SystemExit, KeyboardInterrupt): give the job back at once
-            # instead of leaving it to its lease; the order row written first keeps the next attempt safe.
+            # The worker thread is going down (SystemExit, KeyboardInterrupt), so give the job back at once
+            # instead of leaving it to its lease. The order row written first keeps the next attempt safe.
             self._store.retry_later(job.id, 0.0, "worker stopped while running the job")
             raise
 
