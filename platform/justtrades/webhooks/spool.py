@@ -362,29 +362,34 @@ class WebhookSpool:
         """Move a delivery that cannot be replayed to failed/, with the reason beside it, for an operator."""
         target = self._failed_dir / entry.path.name
         try:
-            os.rename(entry.path, target)
+            # The reason is written first, so whoever sees the file in failed/ can also read why it is there.
             (self._failed_dir / f"{entry.name}.error").write_text(reason + "\n", encoding="utf-8")
+            with self._lock:
+                # Rename and forget under one lock, so no snapshot counts the delivery both pending and failed.
+                os.rename(entry.path, target)
+                self._forget_locked(entry)
+                self.quarantined_total += 1
         except OSError as error:
             logger.error("webhook spool entry %s could not be moved to %s: %s", entry.name, self._failed_dir, error)
             return
-        self._forget(entry)
-        with self._lock:
-            self.quarantined_total += 1
         logger.error("webhook spool entry %s moved to %s: %s", entry.name, target, reason)
 
     def _forget(self, entry: SpoolEntry) -> None:
         with self._lock:
-            if self._heap and self._heap[0] == entry.name:
-                heapq.heappop(self._heap)
-            elif entry.name in self._sizes:
-                self._heap.remove(entry.name)
-                heapq.heapify(self._heap)
-            if entry.name in self._sizes:
-                self._bytes -= self._sizes.pop(entry.name)
-                key = _key_of(entry.name)
-                self._pending_by_key[key] -= 1
-                if self._pending_by_key[key] <= 0:
-                    del self._pending_by_key[key]
+            self._forget_locked(entry)
+
+    def _forget_locked(self, entry: SpoolEntry) -> None:
+        if self._heap and self._heap[0] == entry.name:
+            heapq.heappop(self._heap)
+        elif entry.name in self._sizes:
+            self._heap.remove(entry.name)
+            heapq.heapify(self._heap)
+        if entry.name in self._sizes:
+            self._bytes -= self._sizes.pop(entry.name)
+            key = _key_of(entry.name)
+            self._pending_by_key[key] -= 1
+            if self._pending_by_key[key] <= 0:
+                del self._pending_by_key[key]
 
     def wait_for_arrival(self, timeout: float) -> None:
         self._arrived.wait(timeout)
@@ -407,11 +412,11 @@ class WebhookSpool:
                 "replayed_total": self.replayed_total,
                 "rejected_total": self.rejected_total,
                 "quarantined_total": self.quarantined_total,
+                "failed_files": self._count_failed(),
             }
         oldest_at = _spooled_at(oldest) if oldest else None
         document["oldest_spooled_at"] = oldest_at.isoformat().replace("+00:00", "Z") if oldest_at else None
         document["oldest_age_seconds"] = round((now - oldest_at).total_seconds(), 3) if oldest_at else 0.0
-        document["failed_files"] = self._count_failed()
         return document
 
     def _count_failed(self) -> int:
