@@ -790,6 +790,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     timeout = 30  # an idle keep-alive connection frees its thread after this many seconds
+    # The headers go out in one write and the body in a second. With Nagle's algorithm on, the body waits for
+    # the client's delayed ACK of the headers: a response took 44 ms instead of 1.7 ms on loopback here.
+    disable_nagle_algorithm = True
     peer: TradovatePeer
 
     def do_GET(self):
