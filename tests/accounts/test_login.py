@@ -215,6 +215,82 @@ def test_throttle_shared_across_apps(db_url, app_factory):
     assert response.status_code == 429
 
 
+def _log_in_and_out(client, email: str, password: str) -> None:
+    token = log_in(client, email, password)
+    assert client.post("/logout", headers={"X-CSRFToken": token}).status_code == 200
+
+
+def test_known_device_logs_in_despite_account_lockout(app, users):
+    owner = app.test_client()
+    _log_in_and_out(owner, USER_EMAIL, USER_PASSWORD)
+    stranger = app.test_client()
+    for _ in range(5):
+        assert _fail(stranger, USER_EMAIL, address="10.0.0.66").status_code == 401
+
+    stranger_login = stranger.post("/login", json={"email": USER_EMAIL, "password": USER_PASSWORD},
+                                   environ_base={"REMOTE_ADDR": "10.0.0.67"})
+    owner_login = owner.post("/login", json={"email": USER_EMAIL, "password": USER_PASSWORD})
+
+    assert stranger_login.status_code == 429
+    assert "account" in stranger_login.get_json()["error"]
+    assert owner_login.status_code == 200
+
+
+def test_known_device_throttled_by_own_failures(app, runtime, users):
+    owner = app.test_client()
+    _log_in_and_out(owner, USER_EMAIL, USER_PASSWORD)
+    for attempt in range(5):
+        assert _fail(owner, USER_EMAIL, address=f"10.0.1.{attempt}").status_code == 401
+
+    throttled = owner.post("/login", json={"email": USER_EMAIL, "password": USER_PASSWORD},
+                           environ_base={"REMOTE_ADDR": "10.0.1.99"})
+    cookieless = app.test_client().post("/login", json={"email": USER_EMAIL, "password": USER_PASSWORD},
+                                        environ_base={"REMOTE_ADDR": "10.0.1.98"})
+
+    assert throttled.status_code == 429
+    assert "device" in throttled.get_json()["error"]
+    assert cookieless.status_code == 200
+    with runtime.session_factory() as session:
+        scopes = session.scalars(select(LoginFailure.scope)).all()
+    assert "account" not in scopes
+
+
+def test_device_cookie_bound_to_its_account(app, runtime, users):
+    client = app.test_client()
+    _log_in_and_out(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    for _ in range(5):
+        _fail(client, USER_EMAIL, address="10.0.2.1")
+
+    response = client.post("/login", json={"email": USER_EMAIL, "password": USER_PASSWORD},
+                           environ_base={"REMOTE_ADDR": "10.0.2.2"})
+
+    assert response.status_code == 429
+    assert "account" in response.get_json()["error"]
+
+
+def test_forged_device_cookie_ignored(app, users):
+    client = app.test_client()
+    client.set_cookie("jt_login_device", "forged.value.signature", path="/login")
+    for _ in range(5):
+        _fail(client, USER_EMAIL, address="10.0.3.1")
+
+    response = client.post("/login", json={"email": USER_EMAIL, "password": USER_PASSWORD},
+                           environ_base={"REMOTE_ADDR": "10.0.3.2"})
+
+    assert response.status_code == 429
+    assert "account" in response.get_json()["error"]
+
+
+def test_device_cookie_is_http_only_and_login_scoped(app, users):
+    response = app.test_client().post("/login", json={"email": USER_EMAIL, "password": USER_PASSWORD})
+
+    header = next(value for value in response.headers.getlist("Set-Cookie") if value.startswith("jt_login_device="))
+    assert "HttpOnly" in header
+    assert "Path=/login" in header
+    assert "SameSite=Strict" in header
+    assert USER_EMAIL not in header
+
+
 def test_failure_rows_hold_no_email(app, runtime, users):
     _fail(app.test_client(), USER_EMAIL)
 

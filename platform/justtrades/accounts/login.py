@@ -12,6 +12,7 @@ from flask_wtf.csrf import generate_csrf
 from sqlalchemy import select
 
 from .. import auth
+from .login_devices import COOKIE_NAME as DEVICE_COOKIE, DeviceCookies
 from ..db.engine import transaction
 from ..db.models import User
 from .users import (
@@ -86,9 +87,11 @@ def login():
     account_key = email.strip().lower()
     address = request.remote_addr or "unknown"
     now = utc_now()
+    devices = _device_cookies(accounts)
+    device = devices.device_id(account_key, request.cookies.get(DEVICE_COOKIE))
 
     # 1. Refuse before checking the password, so a throttled client learns nothing from further guesses.
-    throttle = accounts.login_throttle.check(account_key, address, now)
+    throttle = accounts.login_throttle.check(account_key, address, now, device)
     if throttle is not None:
         logger.warning(
             "login from %s throttled by the per-%s limit; retry after %ds", address, throttle.scope, throttle.retry_after_seconds
@@ -105,17 +108,37 @@ def login():
         session_user = SessionUser.from_row(user) if user is not None else None
 
     if session_user is None:
-        accounts.login_throttle.record_failure(account_key, address, now)
-        logger.info("failed login from %s", address)
+        accounts.login_throttle.record_failure(account_key, address, now, device)
+        logger.info("failed login from %s (known device: %s)", address, "yes" if device else "no")
         return _error(401, "invalid email or password, or the account is not approved yet")
 
     # 3. Start a fresh session; the old one may have been planted by someone else.
-    accounts.login_throttle.clear_account(account_key)
+    accounts.login_throttle.clear_account(account_key, device)
     session.clear()
     g.pop("csrf_token", None)  # a token generated earlier in this request was signed for the cleared session
     login_user(session_user)
     logger.info("user %s logged in from %s", session_user.id, address)
-    return jsonify({"success": True, "user": _user_json(session_user), "csrf_token": generate_csrf()})
+    response = jsonify({"success": True, "user": _user_json(session_user), "csrf_token": generate_csrf()})
+    _set_device_cookie(response, devices.issue(account_key), accounts.settings.login_device_cookie_days)
+    return response
+
+
+def _device_cookies(accounts) -> DeviceCookies:
+    max_age = accounts.settings.login_device_cookie_days * 24 * 60 * 60
+    return DeviceCookies(current_app.config["SECRET_KEY"], max_age)
+
+
+def _set_device_cookie(response, value: str, days: float) -> None:
+    # HttpOnly and bound to the /login path, so scripts cannot read it and no other request carries it.
+    response.set_cookie(
+        DEVICE_COOKIE,
+        value,
+        max_age=int(days * 24 * 60 * 60),
+        path="/login",
+        httponly=True,
+        secure=request.is_secure,
+        samesite="Strict",
+    )
 
 
 @blueprint.post("/logout")

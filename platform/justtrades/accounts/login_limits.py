@@ -1,8 +1,11 @@
-"""Failed-login throttling per account and per client address, stored in the database.
+"""Failed-login throttling per account (or per known device) and per client address, stored in the database.
 
 The failures are rows of the `login_failures` table, so every thread and every replica sharing the database
 counts the same failures. A key is throttled once it has `max_failures` failures inside the sliding window; the
 Retry-After value is the time until the oldest of those failures leaves the window.
+
+A client with a device cookie for the account (see login_devices.py) is counted under its device instead of the
+account, so failures by strangers do not lock out the account's owner.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from ..db.models import LoginFailure
 logger = logging.getLogger(__name__)
 
 ACCOUNT = "account"
+DEVICE = "device"
 ADDRESS = "address"
 
 
@@ -43,30 +47,41 @@ class LoginThrottle:
         self.max_failures = max_failures
         self.window = dt.timedelta(seconds=window_seconds)
 
-    def check(self, account_key: str, address: str, now: dt.datetime) -> Throttle | None:
-        """Return a Throttle when the account or the address has too many recent failures, else None."""
+    def check(self, account_key: str, address: str, now: dt.datetime, device: str | None = None) -> Throttle | None:
+        """Return a Throttle when the account (or the known device) or the address has too many recent failures."""
         with self._session_factory() as session:
-            for scope, key in ((ACCOUNT, account_key), (ADDRESS, address)):
+            for scope, key in (self._client_key(account_key, device), (ADDRESS, address)):
                 retry_after = self._retry_after(session, scope, key, now)
                 if retry_after is not None:
                     return Throttle(scope, retry_after)
         return None
 
-    def record_failure(self, account_key: str, address: str, now: dt.datetime) -> None:
-        """Store one failure for the account and one for the address, and drop rows older than the window."""
+    def record_failure(self, account_key: str, address: str, now: dt.datetime, device: str | None = None) -> None:
+        """Store one failure for the account (or the known device) and one for the address, and drop expired rows."""
+        scope, key = self._client_key(account_key, device)
         with transaction(self._session_factory) as session:
-            session.add(LoginFailure(scope=ACCOUNT, key_hash=_key_hash(ACCOUNT, account_key), failed_at=now))
+            session.add(LoginFailure(scope=scope, key_hash=_key_hash(scope, key), failed_at=now))
             session.add(LoginFailure(scope=ADDRESS, key_hash=_key_hash(ADDRESS, address), failed_at=now))
             session.execute(delete(LoginFailure).where(LoginFailure.failed_at < now - self.window))
 
-    def clear_account(self, account_key: str) -> None:
-        """Forget an account's failures after a successful login; the address keeps its count."""
+    def clear_account(self, account_key: str, device: str | None = None) -> None:
+        """Forget the failures of an account, and of the device used, after a successful login.
+
+        The address keeps its count, so one good password does not reset a guesser's budget for other accounts.
+        """
+        keys = [_key_hash(ACCOUNT, account_key)]
+        if device is not None:
+            keys.append(_key_hash(DEVICE, self._client_key(account_key, device)[1]))
         with transaction(self._session_factory) as session:
             session.execute(
-                delete(LoginFailure).where(
-                    LoginFailure.scope == ACCOUNT, LoginFailure.key_hash == _key_hash(ACCOUNT, account_key)
-                )
+                delete(LoginFailure).where(LoginFailure.scope.in_((ACCOUNT, DEVICE)), LoginFailure.key_hash.in_(keys))
             )
+
+    @staticmethod
+    def _client_key(account_key: str, device: str | None) -> tuple[str, str]:
+        if device is None:
+            return ACCOUNT, account_key
+        return DEVICE, f"{account_key}\n{device}"
 
     def _retry_after(self, session: Session, scope: str, key: str, now: dt.datetime) -> int | None:
         since = now - self.window

@@ -19,6 +19,8 @@ class AccountsSettings:
     # Failed logins allowed per account and per client address within the window, before 429.
     login_max_failures: int = 5
     login_failure_window_seconds: float = 15 * 60
+    # How long the device cookie of a successful login exempts its browser from the per-account count.
+    login_device_cookie_days: float = 90.0
 
     # How often the max daily loss monitor recomputes daily PnL and records breaches.
     max_loss_check_interval_seconds: float = 5.0
@@ -56,6 +58,7 @@ class AccountsSettings:
 
         positive = (
             "login_failure_window_seconds",
+            "login_device_cookie_days",
             "max_loss_check_interval_seconds",
             "whop_sync_interval_seconds",
             "whop_timeout_seconds",
@@ -87,6 +90,9 @@ class AccountsSettings:
             login_max_failures=_env_int(environ, "JT_LOGIN_MAX_FAILURES", defaults.login_max_failures, minimum=1),
             login_failure_window_seconds=_env_float(
                 environ, "JT_LOGIN_FAILURE_WINDOW_SECONDS", defaults.login_failure_window_seconds
+            ),
+            login_device_cookie_days=_env_float(
+                environ, "JT_LOGIN_DEVICE_COOKIE_DAYS", defaults.login_device_cookie_days
             ),
             max_loss_check_interval_seconds=_env_float(
                 environ, "JT_MAX_LOSS_CHECK_INTERVAL_SECONDS", defaults.max_loss_check_interval_seconds
