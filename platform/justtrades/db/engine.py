@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session, SessionTransactionOrigin, sessionmaker
 from sqlalchemy.util import immutabledict
 
 from . import counters  # noqa: F401 - registers the flush listener that keeps counters.fills_total
+from . import postgres
+from .postgres import PostgresTimeouts, lifted_timeouts, urgent_calls  # noqa: F401 - the engine's public helpers
 
 # Connection execution option set by the session factory: False for a session's implicit (autobegin)
 # transaction, True for `session.begin()`. Engine-level transactions have no value and count as writes.
@@ -23,8 +25,11 @@ WRITE_OPTION = "justtrades_sqlite_write"
 SQLITE_LOCK_TIMEOUT_SECONDS = 30.0
 
 
-def create_database_engine(database_url: str) -> Engine:
-    """Create an engine with the pragmas and pool settings each backend needs under worker threads."""
+def create_database_engine(database_url: str, timeouts: PostgresTimeouts | None = None) -> Engine:
+    """Create an engine with the pragmas and pool settings each backend needs under worker threads.
+
+    PostgreSQL connections get the timeouts of `timeouts`, read from the JT_DB_* variables when it is None.
+    """
     url = make_url(database_url)
 
     if url.get_backend_name() == "sqlite":
@@ -33,7 +38,13 @@ def create_database_engine(database_url: str) -> Engine:
     if url.drivername == "postgresql":
         # psycopg 3 is the driver we install; plain "postgresql://" would ask for psycopg2.
         url = url.set(drivername="postgresql+psycopg")
-    return create_engine(url, pool_size=20, max_overflow=10, pool_pre_ping=True, pool_timeout=10)
+    timeouts = timeouts or PostgresTimeouts.from_environ()
+    engine = create_engine(url, pool_size=20, max_overflow=10, pool_pre_ping=True,
+                           pool_timeout=timeouts.pool_timeout_seconds, connect_args=timeouts.connect_args())
+    if url.get_dialect().driver == "psycopg":
+        # The reply deadline reads psycopg's socket; other drivers keep the server-side timeouts only.
+        postgres.install(engine, timeouts)
+    return engine
 
 
 def _create_sqlite_engine(url) -> Engine:
