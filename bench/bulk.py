@@ -1,7 +1,8 @@
 """Fast bulk rows for the large-table benchmarks: sqlite3 executemany, or COPY on PostgreSQL.
 
 The rows bypass the platform, so the running totals in `counters` are raised by the same amounts in the same
-transaction, the way the platform keeps them (webhooks.ingest).
+transaction, the way the platform keeps them (webhooks.ingest), and the per-trader PnL rows are rebuilt from
+the fills the way the platform rebuilds them (db.pnl_totals).
 """
 
 from __future__ import annotations
@@ -83,6 +84,28 @@ class BulkWriter:
         with self._connection.cursor() as cursor:
             return [tuple(row) for row in cursor.execute(query)]
 
+    def rows(self, query: str, parameters: tuple = ()) -> Iterator[tuple]:
+        """Yield the rows of a query in batches, so a million fills need not sit in memory twice."""
+        if self.backend == "sqlite":
+            cursor = self._connection.execute(query, parameters)
+        else:
+            # A named cursor stays on the server, which sends the rows a batch at a time.
+            cursor = self._connection.cursor(name="bulk_rows")
+            cursor.execute(query.replace("?", "%s"), parameters)
+        while batch := cursor.fetchmany(BATCH_ROWS):
+            yield from batch
+        cursor.close()
+
+    def execute(self, query: str, parameters: tuple = ()) -> None:
+        if self.backend == "sqlite":
+            self._connection.execute(query, parameters)
+            return
+        with self._connection.cursor() as cursor:
+            cursor.execute(query.replace("?", "%s"), parameters)
+
+    def date(self, day: dt.date):
+        return day.isoformat() if self.backend == "sqlite" else day
+
     def scalar(self, query: str):
         if self.backend == "sqlite":
             return self._connection.execute(query).fetchone()[0]
@@ -158,7 +181,49 @@ def add_fills(writer: BulkWriter, rows: int, traders: list[tuple[int, int]], sym
 
     writer.insert("fills", ("trader_id", "account_id", "symbol", "side", "quantity", "price", "filled_at"), _rows())
     # The platform keeps the number of fills in counters (db/counters.py); COUNT(*) is not read any more.
-    writer.add_to_counters({"fills_total": rows})
+    writer.add_to_counters({"fills_total": rows, "fill_changes": rows})
+    rebuild_pnl_totals(writer, {trader_id for trader_id, _ in traders})
+
+
+def rebuild_pnl_totals(writer: BulkWriter, trader_ids: set[int]) -> None:
+    """Replace the traders' rows in trader_positions and trader_session_pnl with a replay of all their fills.
+
+    The same replay as db.pnl_totals.rebuild_traders, which the platform runs for a fill written out of order;
+    here on the writer's own connection, so the rows commit with the fills.
+    """
+    from justtrades.db.pnl_totals import Replay
+
+    ids = sorted(trader_ids)
+    if not ids:
+        return
+    in_list = ", ".join(str(int(trader_id)) for trader_id in ids)
+    writer.execute(f"DELETE FROM trader_positions WHERE trader_id IN ({in_list})")
+    writer.execute(f"DELETE FROM trader_session_pnl WHERE trader_id IN ({in_list})")
+
+    replay = Replay()
+    query = (f"SELECT trader_id, symbol, side, quantity, price, filled_at, id FROM fills "
+             f"WHERE trader_id IN ({in_list}) ORDER BY trader_id, filled_at, id")
+    for trader_id, symbol, side, quantity, price, filled_at, fill_id in writer.rows(query):
+        replay.apply(trader_id, symbol, side, quantity, Decimal(price), _aware(filled_at), fill_id)
+
+    writer.insert("trader_positions", ("trader_id", "symbol", "net", "avg_price", "last_filled_at", "last_fill_id"),
+                  ((row["trader_id"], row["symbol"], row["net"], _text(row["avg_price"]),
+                    writer.timestamp(row["last_filled_at"]), row["last_fill_id"]) for row in replay.position_rows()))
+    writer.insert("trader_session_pnl", ("session_date", "trader_id", "realized", "fills", "unpriced_symbols"),
+                  ((writer.date(row["session_date"]), row["trader_id"], _text(row["realized"]), row["fills"],
+                    row["unpriced_symbols"]) for row in replay.session_rows()))
+
+
+def _aware(moment) -> dt.datetime:
+    # SQLite returns the naive UTC text SQLAlchemy wrote; PostgreSQL an aware datetime.
+    if isinstance(moment, str):
+        moment = dt.datetime.fromisoformat(moment)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def _text(value: Decimal | None) -> str | None:
+    # trader_positions and trader_session_pnl keep decimals as text on both databases (db.types.DecimalText).
+    return None if value is None else str(value)
 
 
 def add_positions(writer: BulkWriter, account_ids: list[int], symbols: list[str], now: dt.datetime) -> int:

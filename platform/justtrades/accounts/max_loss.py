@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..db.engine import transaction
 from ..db.models import LossBreach, Recorder, Trader
 from ..markets import calendar
-from .pnl import DailyPnl, LastPrice, compute_daily_pnl
+from .pnl import DailyPnl, DailyPnlReader, LastPrice, TraderPnl
 
 logger = logging.getLogger(__name__)
 
@@ -52,17 +52,17 @@ def _money(value: Decimal) -> float:
 class MaxLossMonitor:
     def __init__(self, session_factory: sessionmaker[Session], last_price: LastPrice):
         self._session_factory = session_factory
-        self._last_price = last_price
+        self._pnl = DailyPnlReader(last_price)
 
     def daily_pnl(self, now: dt.datetime) -> DailyPnl:
         with self._session_factory() as session:
-            return compute_daily_pnl(session, now, self._last_price)
+            return self._pnl.read(session, now)
 
     def check(self, now: dt.datetime) -> list[int]:
         """Record a breach for every monitored trader past its limit; return the ids newly breached."""
         newly_breached = []
         with transaction(self._session_factory) as session:
-            pnl = compute_daily_pnl(session, now, self._last_price)
+            pnl = self._pnl.read(session, now)
             for trader in _monitored_traders(session):
                 trader_pnl = pnl.of(trader.id).total
                 if not is_breached(trader_pnl, trader.max_daily_loss):
@@ -85,25 +85,29 @@ class MaxLossMonitor:
         reached the limit before the monitor recorded it. `entries_blocked` is true only in the first case.
         """
         with self._session_factory() as session:
-            pnl = compute_daily_pnl(session, now, self._last_price)
+            pnl = self._pnl.read(session, now)
             traders = _monitored_traders(session)
             recorded = {
                 breach.trader_id: breach
-                for breach in session.scalars(select(LossBreach).where(LossBreach.session_date == pnl.session_date))
+                for breach in session.execute(
+                    select(LossBreach.trader_id, LossBreach.max_daily_loss, LossBreach.created_at)
+                    .where(LossBreach.session_date == pnl.session_date)
+                    .order_by(LossBreach.id)
+                )
             }
-            recorder_names = {row.id: row.name for row in session.execute(select(Recorder.id, Recorder.name))}
             monitored_ids = {trader.id for trader in traders}
             # A breach stays in force for the session even when its limit was removed afterwards.
-            extra = [session.get(Trader, trader_id) for trader_id in recorded if trader_id not in monitored_ids]
+            extra = _traders_by_id(session, [trader_id for trader_id in recorded if trader_id not in monitored_ids])
 
-        details = []
-        for trader in [*traders, *[t for t in extra if t is not None]]:
-            trader_pnl = pnl.of(trader.id)
-            breach = recorded.get(trader.id)
-            if breach is None and not is_breached(trader_pnl.total, trader.max_daily_loss):
-                continue
-            details.append(_breach_detail(trader, recorder_names, trader_pnl, breach))
+            breached = [
+                trader for trader in [*traders, *extra]
+                if trader.id in recorded or is_breached(pnl.of(trader.id).total, trader.max_daily_loss)
+            ]
+            recorder_names = _recorder_names(session, {trader.recorder_id for trader in breached})
 
+        details = [
+            _breach_detail(trader, recorder_names, pnl.of(trader.id), recorded.get(trader.id)) for trader in breached
+        ]
         return {
             "monitored_traders": len(traders),
             "daily_loss_breach_count": len(details),
@@ -114,7 +118,7 @@ class MaxLossMonitor:
         }
 
 
-def _breach_detail(trader: Trader, recorder_names: dict, trader_pnl, breach: LossBreach | None) -> dict:
+def _breach_detail(trader, recorder_names: dict, trader_pnl: TraderPnl, breach) -> dict:
     limit = trader.max_daily_loss if trader.max_daily_loss is not None else breach.max_daily_loss
     return {
         "trader_id": trader.id,
@@ -129,12 +133,34 @@ def _breach_detail(trader: Trader, recorder_names: dict, trader_pnl, breach: Los
     }
 
 
-def _monitored_traders(session: Session) -> list[Trader]:
-    query = select(Trader).where(Trader.enabled.is_(True), Trader.max_daily_loss.is_not(None)).order_by(Trader.id)
-    return [trader for trader in session.scalars(query) if trader.max_daily_loss > 0]
+# Column rows rather than Trader entities: the monitor and every status request read all monitored traders.
+_TRADER_COLUMNS = (Trader.id, Trader.recorder_id, Trader.max_daily_loss)
 
 
-def _insert_breach(session: Session, trader: Trader, session_date: dt.date, pnl: Decimal, now: dt.datetime) -> bool:
+def _monitored_traders(session: Session) -> list:
+    query = (
+        select(*_TRADER_COLUMNS)
+        .where(Trader.enabled.is_(True), Trader.max_daily_loss.is_not(None))
+        .order_by(Trader.id)
+    )
+    return [trader for trader in session.execute(query) if trader.max_daily_loss > 0]
+
+
+def _traders_by_id(session: Session, trader_ids: list[int]) -> list:
+    if not trader_ids:
+        return []
+    rows = {row.id: row for row in session.execute(select(*_TRADER_COLUMNS).where(Trader.id.in_(trader_ids)))}
+    return [rows[trader_id] for trader_id in trader_ids if trader_id in rows]
+
+
+def _recorder_names(session: Session, recorder_ids: set[int]) -> dict[int, str]:
+    if not recorder_ids:
+        return {}
+    query = select(Recorder.id, Recorder.name).where(Recorder.id.in_(recorder_ids))
+    return {row.id: row.name for row in session.execute(query)}
+
+
+def _insert_breach(session: Session, trader, session_date: dt.date, pnl: Decimal, now: dt.datetime) -> bool:
     """Insert the breach unless one exists; concurrent monitors on several replicas may race here."""
     values = dict(
         trader_id=trader.id,

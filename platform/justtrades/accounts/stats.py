@@ -11,11 +11,23 @@ from ..db.models import Recorder, User
 from .max_loss import MaxLossMonitor
 
 
-def _count(session: Session, *conditions, column=User.id) -> int:
-    query = select(func.count(column))
-    if conditions:
-        query = query.where(*conditions)
-    return session.scalar(query)
+def _counts_query():
+    # One statement of scalar subqueries: the stats are read on every /metrics scrape, and each separate query
+    # costs a round trip plus the ORM's per-statement work.
+    def count(column, *conditions):
+        query = select(func.count(column))
+        return (query.where(*conditions) if conditions else query).scalar_subquery()
+
+    return select(
+        count(User.id).label("total_users"),
+        count(User.id, User.approved.is_(True)).label("approved_users"),
+        count(User.id, User.is_affiliate.is_(True)).label("affiliated"),
+        count(Recorder.id).label("recorders"),
+        count(distinct(Recorder.strategy), Recorder.strategy.is_not(None), Recorder.strategy != "").label("strategies"),
+    )
+
+
+_COUNTS = _counts_query()
 
 
 def dashboard_stats(session_factory: sessionmaker[Session], monitor: MaxLossMonitor, now: dt.datetime) -> dict:
@@ -26,22 +38,16 @@ def dashboard_stats(session_factory: sessionmaker[Session], monitor: MaxLossMoni
     current CME session's PnL in US dollars, computed as the max daily loss monitor computes it.
     """
     with session_factory() as session:
-        total_users = _count(session)
-        approved_users = _count(session, User.approved.is_(True))
-        affiliated = _count(session, User.is_affiliate.is_(True))
-        recorders = session.scalar(select(func.count(Recorder.id)))
-        strategies = session.scalar(
-            select(func.count(distinct(Recorder.strategy))).where(Recorder.strategy.is_not(None), Recorder.strategy != "")
-        )
+        counts = session.execute(_COUNTS).one()
 
     pnl = monitor.daily_pnl(now)
     return {
-        "user_count": approved_users,
-        "total_users": total_users,
-        "approved_users": approved_users,
-        "recorders": recorders,
-        "strategies": strategies,
-        "affiliated": affiliated,
+        "user_count": counts.approved_users,
+        "total_users": counts.total_users,
+        "approved_users": counts.approved_users,
+        "recorders": counts.recorders,
+        "strategies": counts.strategies,
+        "affiliated": counts.affiliated,
         "daily_pnl": float(round(pnl.total, 2)),
         "session_date": pnl.session_date.isoformat(),
     }

@@ -9,6 +9,7 @@ from sqlalchemy import bindparam, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from . import pnl_totals
 from .models import Counter, Fill
 
 # Rows of the fills table, kept by the flush listener below and set from COUNT(*) by migration 0003, so
@@ -86,10 +87,19 @@ def read_prefix(session: Session, prefix: str) -> dict[str, int]:
 
 @event.listens_for(Session, "after_flush")
 def _count_flushed_fills(session: Session, _flush_context) -> None:
-    # session.new and session.deleted still show the flushed changes here; the upsert joins the flush's
-    # transaction, so the count commits or rolls back with the fills themselves.
+    # session.new, session.dirty and session.deleted still show the flushed changes here; the statements join
+    # the flush's transaction, so the counts and the PnL rows commit or roll back with the fills themselves.
     # NOTE: fills inserted or deleted with Core statements (not through a Session flush) are not counted.
-    change = sum(isinstance(row, Fill) for row in session.new) - sum(isinstance(row, Fill) for row in session.deleted)
-    if change:
-        statement = _UPSERTS[session.get_bind().dialect.name]
-        session.connection().execute(statement, {"counter_name": FILLS_COUNTER, "counter_by": change})
+    fills = pnl_totals.flushed_fills(session)
+    if fills.empty:
+        return
+
+    # fill_changes first, in every flush that touches a fill: on PostgreSQL its row lock, held until commit,
+    # makes those transactions pass one at a time through fills_total and the read-modify-write of the PnL rows,
+    # always taking the locks in the same order.
+    statement = _UPSERTS[session.get_bind().dialect.name]
+    connection = session.connection()
+    connection.execute(statement, {"counter_name": pnl_totals.FILL_CHANGES_COUNTER, "counter_by": fills.count})
+    if len(fills.new) != len(fills.removed):
+        connection.execute(statement, {"counter_name": FILLS_COUNTER, "counter_by": len(fills.new) - len(fills.removed)})
+    pnl_totals.apply_flushed_fills(connection, fills)

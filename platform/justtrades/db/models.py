@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from .types import ExactDecimal, UTCDateTime
+from .types import DecimalText, ExactDecimal, UTCDateTime
 
 
 def utcnow() -> dt.datetime:
@@ -243,6 +243,40 @@ class Fill(Base):
     quantity: Mapped[int] = mapped_column(Integer)
     price: Mapped[Decimal] = mapped_column(ExactDecimal)
     filled_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class TraderPosition(Base):
+    """A trader's net position in one contract at average cost, after every fill of that pair.
+
+    Kept by `db.pnl_totals` in the transaction of each fill. The newest applied fill, by (filled_at, id), tells
+    whether the next fill can be applied on top or arrived out of order and needs a replay of the trader's fills.
+    """
+
+    __tablename__ = "trader_positions"
+
+    trader_id: Mapped[int] = mapped_column(ForeignKey("traders.id"), primary_key=True)
+    symbol: Mapped[str] = mapped_column(String(32), primary_key=True)
+    net: Mapped[int] = mapped_column(Integer, default=0)
+    avg_price: Mapped[Decimal | None] = mapped_column(DecimalText)
+    last_filled_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    last_fill_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class TraderSessionPnl(Base):
+    """A trader's realized PnL in one CME session, in US dollars, kept by `db.pnl_totals` with each fill.
+
+    `unpriced_symbols` is a JSON list of the contracts of unknown products traded in the session, whose
+    realized PnL cannot be valued in dollars and is left out of `realized`.
+    """
+
+    __tablename__ = "trader_session_pnl"
+
+    # session_date first: the readers ask for every trader of the current session.
+    session_date: Mapped[dt.date] = mapped_column(primary_key=True)
+    trader_id: Mapped[int] = mapped_column(ForeignKey("traders.id"), primary_key=True)
+    realized: Mapped[Decimal] = mapped_column(DecimalText)
+    fills: Mapped[int] = mapped_column(Integer, default=0)
+    unpriced_symbols: Mapped[str] = mapped_column(Text, default="[]")
 
 
 class Position(Base):

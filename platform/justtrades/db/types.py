@@ -67,3 +67,25 @@ def _without_trailing_zeros(value: Decimal) -> Decimal:
     if value == value.to_integral_value():
         return value.quantize(Decimal(1))
     return value.normalize()
+
+
+class DecimalText(TypeDecorator):
+    """A Decimal of any scale stored as its text on both databases.
+
+    For running totals whose averages can carry 28 significant digits (Python's default decimal context):
+    NUMERIC(24, 10) would round them on PostgreSQL, and a total rounded on every update would drift from
+    the same sum recomputed from the rows.
+    """
+
+    impl = String(64)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        return str(Decimal(value))
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return Decimal(value)
