@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from .config import ConfigError, Settings
-from .db.engine import create_database_engine, create_session_factory, transaction
+from .db.engine import create_database_engine, create_session_factory, lifted_timeouts, transaction
 from .db.migrate import upgrade
 from .seed import SeedError, apply_seed, load_seed_file
 
@@ -87,7 +87,7 @@ def _seed(arguments, settings: Settings) -> int:
     engine = create_database_engine(settings.database_url)
     upgrade(engine)
     document = load_seed_file(arguments.file)
-    with transaction(create_session_factory(engine)) as session:
+    with transaction(create_session_factory(engine)) as session, lifted_timeouts(session.connection()):
         report = apply_seed(session, document)
     engine.dispose()
     print(f"seeded {arguments.file}: {report}")

@@ -15,6 +15,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 
 from ..db import migrate
+from ..db.postgres import lifted_timeouts
 from ..db.models import Base
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,8 @@ def _replica_lock(engine: Engine):
         yield
         return
 
-    with engine.connect() as connection:
+    # lifted_timeouts: the platform's lock timeout and reply deadline are shorter than this wait.
+    with engine.connect() as connection, lifted_timeouts(connection):
         # Bounded wait: a replica stuck in a long migration makes this request fail instead of hang.
         connection.execute(text(f"SET statement_timeout = '{LOCK_WAIT_SECONDS}s'"))
         connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY})

@@ -10,6 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
+from .postgres import lifted_timeouts
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
@@ -23,14 +25,15 @@ def alembic_config(database_url: str) -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Apply every pending migration on the engine's database."""
     config = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as connection:
+    # A migration may rewrite a large table; the platform's statement and lock timeouts must not cut it.
+    with engine.begin() as connection, lifted_timeouts(connection):
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
     config = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as connection:
+    with engine.begin() as connection, lifted_timeouts(connection):
         config.attributes["connection"] = connection
         command.downgrade(config, revision)
 

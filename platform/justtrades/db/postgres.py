@@ -150,12 +150,18 @@ def lifted_timeouts(connection: Connection) -> Iterator[Connection]:
 
 
 def _reset_timeouts(connection: Connection) -> None:
+    # Inside the caller's transaction the reset commits or rolls back with the SETs; outside one, it must be
+    # committed itself, or closing the connection would roll it back and leave the lifted values on it.
+    own_transaction = not connection.in_transaction()
     try:
         connection.exec_driver_sql("RESET statement_timeout")
         connection.exec_driver_sql("RESET lock_timeout")
-    except Exception:
-        logger.warning("could not reset the lifted timeouts of a PostgreSQL connection; discarding the connection",
-                       exc_info=True)
+        if own_transaction:
+            connection.commit()
+    except Exception as error:
+        # Typically a failed transaction: discarding the connection is the only way to be sure of its settings.
+        logger.info("could not reset the lifted timeouts of a PostgreSQL connection (%s); discarding it",
+                    type(error).__name__)
         connection.invalidate()
 
 
@@ -195,6 +201,17 @@ def install(engine: Engine, timeouts: PostgresTimeouts) -> None:
             return dialect.loaded_dbapi.connect(*cargs, **cparams)
 
 
+def _someone_is_waiting() -> bool:
+    """Tell whether a client waits on this thread: an urgent block, or an HTTP request being served."""
+    if _urgent.get():
+        return True
+    try:
+        from flask import has_request_context
+    except ImportError:
+        return False
+    return has_request_context()
+
+
 def _dbapi_connection_of(connection_or_cursor):
     # do_execute* get a psycopg cursor; do_commit, do_rollback and do_ping the pool's proxy or the psycopg
     # connection. The proxy goes first: it forwards unknown attributes (pgconn) but has an `info` of its own.
@@ -210,8 +227,9 @@ class HungServer:
     """Whether one PostgreSQL server is considered hung, and the single-flight probe that ends that state.
 
     While the server is hung, one thread at a time tries a real connection (the probe) and the others fail at
-    once. Urgent callers (webhooks, health checks) leave the probes to background threads, which retry every
-    second or so, and probe themselves only when no probe has started for URGENT_PROBE_AFTER_SECONDS.
+    once. Threads serving an HTTP request and urgent calls leave the probes to background threads (workers, the
+    spool replayer), which retry every second or so. They probe themselves only when no probe has started for
+    URGENT_PROBE_AFTER_SECONDS, so a process without background threads still notices the recovery.
     """
 
     URGENT_PROBE_AFTER_SECONDS = 10.0
@@ -257,7 +275,7 @@ class HungServer:
                 return False
             now = time.monotonic()
             waited_for_probe = now - self._last_probe_at >= self.URGENT_PROBE_AFTER_SECONDS
-            if self._probing or (_urgent.get() and not waited_for_probe):
+            if self._probing or (_someone_is_waiting() and not waited_for_probe):
                 raise psycopg.OperationalError(
                     f"PostgreSQL {self.name} has been treated as hung for {now - self._hung_since:.1f} s (a call got "
                     "no reply within its deadline); another thread probes it with a new connection; retry later"

@@ -11,6 +11,7 @@ from flask import Blueprint, current_app, jsonify, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..auth import admin_or_api_key_required
+from ..db.engine import urgent_calls
 from .ingest import Delivery, WebhookIngestor
 from .spool import (
     SpoolFull,
@@ -81,7 +82,9 @@ def receive_webhook(token: str):
         return _spool(runtime, delivery, started)
 
     try:
-        result = runtime.webhooks.ingest(delivery)
+        # The sender gives up after 3 s: a database that does not reply within the urgent deadline is an outage.
+        with urgent_calls():
+            result = runtime.webhooks.ingest(delivery)
     except Exception as error:
         if is_database_unavailable(error):
             logger.warning("webhook for token ...%s: database unreachable (%s); spooling the delivery",
@@ -149,7 +152,8 @@ def _forbidden(runtime, delivery: Delivery, started: float):
     logger.warning("webhook for token ...%s from %s rejected: address not in JT_WEBHOOK_ALLOWED_IPS",
                    delivery.token[-4:], delivery.source_ip)
     try:
-        runtime.webhooks.record_forbidden(delivery)
+        with urgent_calls():
+            runtime.webhooks.record_forbidden(delivery)
     except Exception as error:
         # The 403 is returned even without its raw-log row; a 500 would hide why the sender was rejected.
         if is_database_unavailable(error):
