@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector
 
 from . import contract
 from .samples import render_families
-from .scraper import PlatformReading, PlatformScraper
+from .scraper import PlatformReading, PlatformScraper, is_missing_extension
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +70,12 @@ class PlatformCollector(Collector):
         endpoint_up = GaugeMetricFamily(
             "justtrades_exporter_endpoint_up",
             "1 when the endpoint answered HTTP 200 with a JSON object (a cached response counts); "
-            "no sample when not polled.",
+            "no sample when not polled, or when an optional endpoint answered 404.",
             labels=["endpoint"],
         )
         for endpoint in contract.METRIC_ENDPOINTS:
             result = reading.results.get(endpoint)
-            if result is not None:
+            if result is not None and not is_missing_extension(result):
                 endpoint_up.add_metric([endpoint.path], 1.0 if result.ok else 0.0)
         yield endpoint_up
 

@@ -11,10 +11,15 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True)
 class Endpoint:
-    """A JSON endpoint of the platform; `params` narrows lists the exporter does not need in full."""
+    """A JSON endpoint of the platform; `params` narrows lists the exporter does not need in full.
+
+    An `optional` endpoint is an addition of this project that platforms built from the reference lack: a 404 from
+    it means the platform has no such part, so it gives no samples and counts as no error.
+    """
 
     path: str
     params: tuple[tuple[str, str], ...] = ()
+    optional: bool = False
 
 
 HEALTH = Endpoint("/health")
@@ -34,6 +39,7 @@ PAPER_TRADES_STATUS = Endpoint("/api/paper-trades/service-status")
 DASHBOARD_STATS = Endpoint("/api/admin/dashboard-stats")
 MAX_LOSS_MONITOR_STATUS = Endpoint("/api/admin/max-loss-monitor/status")
 WHOP_SYNC_STATUS = Endpoint("/api/admin/whop-sync-status")
+WEBHOOK_SPOOL = Endpoint("/api/webhook-spool", optional=True)
 
 # Polled on every scrape, in parallel.
 METRIC_ENDPOINTS = (
@@ -53,6 +59,7 @@ METRIC_ENDPOINTS = (
     DASHBOARD_STATS,
     MAX_LOSS_MONITOR_STATUS,
     WHOP_SYNC_STATUS,
+    WEBHOOK_SPOOL,
 )
 
 
@@ -111,6 +118,26 @@ CONTRACT_METRICS = (
     _gauge("justtrades_webhook_last_activity_timestamp_seconds", "Unix time of the newest webhook activity."),
     _counter("justtrades_raw_webhooks_total", "Raw webhook deliveries recorded before any filter."),
     _counter("justtrades_raw_webhooks_by_action_total", "Raw webhook deliveries by alert action.", "action"),
+    # The local spool that keeps webhook deliveries while the database is unreachable (one per platform process).
+    _gauge("justtrades_webhook_spool_depth", "Webhook deliveries waiting in the local spool for the database."),
+    _gauge("justtrades_webhook_spool_bytes", "Bytes of webhook deliveries waiting in the local spool."),
+    _gauge(
+        "justtrades_webhook_spool_oldest_age_seconds",
+        "Age of the oldest delivery waiting in the spool; 0 when it is empty.",
+    ),
+    _gauge(
+        "justtrades_webhook_spool_failed_files",
+        "Spooled deliveries moved to failed/ because they could not be replayed.",
+    ),
+    _counter("justtrades_webhook_spooled_total", "Webhook deliveries the platform process wrote to the spool."),
+    _counter(
+        "justtrades_webhook_spool_replayed_total",
+        "Spooled deliveries the platform process replayed into the database.",
+    ),
+    _counter(
+        "justtrades_webhook_spool_rejected_total",
+        "Deliveries the spool could not take (full or unwritable), answered with 503.",
+    ),
     # TradingView feed and market data.
     _gauge("justtrades_tradingview_websocket_connected", "1 while the TradingView WebSocket is connected."),
     _gauge("justtrades_tradingview_jwt_valid", "1 while the TradingView session JWT is valid."),

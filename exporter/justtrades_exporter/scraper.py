@@ -118,6 +118,8 @@ class PlatformScraper:
 
     def _translate(self, result: EndpointResult) -> EndpointReading:
         read_at = self._monotonic()
+        if is_missing_extension(result):
+            return EndpointReading(result, (), read_at)
         if not result.ok:
             self._count_endpoint_error(result)
             return EndpointReading(result, (), read_at)
@@ -173,6 +175,11 @@ class PlatformScraper:
     def error_counts(self) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
         with self._lock:
             return dict(self.endpoint_errors), dict(self.field_errors)
+
+
+def is_missing_extension(result: EndpointResult) -> bool:
+    """Return True when an optional endpoint returned 404, because the platform predates it."""
+    return result.endpoint.optional and result.status == 404
 
 
 def _known_fields() -> list[tuple[str, str]]:

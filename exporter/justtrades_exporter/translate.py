@@ -223,6 +223,16 @@ def read_whop_sync_status(reader: FieldReader, samples: SampleSet) -> None:
     samples.add("justtrades_whop_stuck_users", _length(reader.sequence("stuck_users")))
 
 
+def read_webhook_spool(reader: FieldReader, samples: SampleSet) -> None:
+    samples.add("justtrades_webhook_spool_depth", reader.number("depth"))
+    samples.add("justtrades_webhook_spool_bytes", reader.number("bytes"))
+    samples.add("justtrades_webhook_spool_oldest_age_seconds", reader.number("oldest_age_seconds"))
+    samples.add("justtrades_webhook_spool_failed_files", reader.number("failed_files"))
+    samples.add("justtrades_webhook_spooled_total", reader.number("spooled_total"))
+    samples.add("justtrades_webhook_spool_replayed_total", reader.number("replayed_total"))
+    samples.add("justtrades_webhook_spool_rejected_total", reader.number("rejected_total"))
+
+
 TRANSLATORS: dict[contract.Endpoint, Callable[[FieldReader, SampleSet], None]] = {
     contract.HEALTH: read_health,
     contract.HEALTH_DETAILED: read_health_detailed,
@@ -240,6 +250,7 @@ TRANSLATORS: dict[contract.Endpoint, Callable[[FieldReader, SampleSet], None]] =
     contract.DASHBOARD_STATS: read_dashboard_stats,
     contract.MAX_LOSS_MONITOR_STATUS: read_max_loss_monitor_status,
     contract.WHOP_SYNC_STATUS: read_whop_sync_status,
+    contract.WEBHOOK_SPOOL: read_webhook_spool,
 }
 
 

@@ -27,6 +27,7 @@ API_KEY = "test-admin-key-0123456789"
 # Endpoints the reference marks as needing the admin API key (or a login, which the key also opens).
 KEYED_PATHS = frozenset(
     {
+        "/api/webhook-spool",
         "/health/detailed",
         "/api/broker-execution/status",
         "/api/broker-execution/failures",
@@ -210,6 +211,20 @@ def reference_documents() -> dict[str, dict[str, Any]]:
             "sync_interval_seconds": 30,
             "pending_resends": 0,
             "stuck_users": [],
+        },
+        "/api/webhook-spool": {
+            "enabled": True,
+            "disabled_reason": None,
+            "depth": 3,
+            "bytes": 1536,
+            "max_bytes": 268435456,
+            "spooled_total": 40,
+            "replayed_total": 37,
+            "rejected_total": 1,
+            "quarantined_total": 0,
+            "failed_files": 0,
+            "oldest_spooled_at": "2026-02-21T14:29:50Z",
+            "oldest_age_seconds": 10.5,
         },
     }
 

@@ -313,3 +313,42 @@ def test_scraper_bug_still_answers_200(exporter_server, exporter, monkeypatch, c
     assert response.status_code == 200
     assert "justtrades_up" not in response.text
     assert any("this scrape has no platform metrics" in record.getMessage() for record in caplog.records)
+
+
+def test_platform_without_spool_endpoint_counts_no_error(fake_platform, make_exporter, scrape):
+    del fake_platform.routes["/api/webhook-spool"]
+    exporter = make_exporter(fake_platform.url)
+
+    samples = scrape(exporter)
+
+    assert key("justtrades_webhook_spool_depth") not in samples
+    assert key("justtrades_webhook_spooled_total") not in samples
+    assert endpoint_value(samples, "justtrades_exporter_endpoint_up", "/api/webhook-spool") is None
+    assert endpoint_value(samples, "justtrades_exporter_endpoint_errors_total", "/api/webhook-spool") == 0.0
+    assert samples[key("justtrades_up")] == 1.0
+
+
+def test_failing_spool_endpoint_counts_error(fake_platform, make_exporter, scrape):
+    fake_platform.set_raw("/api/webhook-spool", b"<html>proxy error</html>", status=502)
+    exporter = make_exporter(fake_platform.url)
+
+    samples = scrape(exporter)
+
+    assert key("justtrades_webhook_spool_depth") not in samples
+    assert endpoint_value(samples, "justtrades_exporter_endpoint_up", "/api/webhook-spool") == 0.0
+    assert endpoint_value(samples, "justtrades_exporter_endpoint_errors_total", "/api/webhook-spool") == 1.0
+
+
+def test_spool_document_read(fake_platform, make_exporter, scrape):
+    exporter = make_exporter(fake_platform.url)
+
+    samples = scrape(exporter)
+
+    assert samples[key("justtrades_webhook_spool_depth")] == 3.0
+    assert samples[key("justtrades_webhook_spool_bytes")] == 1536.0
+    assert samples[key("justtrades_webhook_spool_oldest_age_seconds")] == 10.5
+    assert samples[key("justtrades_webhook_spool_failed_files")] == 0.0
+    assert samples[key("justtrades_webhook_spooled_total")] == 40.0
+    assert samples[key("justtrades_webhook_spool_replayed_total")] == 37.0
+    assert samples[key("justtrades_webhook_spool_rejected_total")] == 1.0
+    assert endpoint_value(samples, "justtrades_exporter_endpoint_up", "/api/webhook-spool") == 1.0

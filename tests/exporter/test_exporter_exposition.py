@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from justtrades_exporter.contract import METRIC_ENDPOINTS
 
 
 def unix(text: str) -> float:
@@ -56,6 +57,13 @@ EXPECTED_CONTRACT_SAMPLES = {
     key("justtrades_raw_webhooks_by_action_total", action="closelong"): 20.0,
     key("justtrades_raw_webhooks_by_action_total", action="closeshort"): 18.0,
     key("justtrades_raw_webhooks_by_action_total", action="close"): 5.0,
+    key("justtrades_webhook_spool_depth"): 3.0,
+    key("justtrades_webhook_spool_bytes"): 1536.0,
+    key("justtrades_webhook_spool_oldest_age_seconds"): 10.5,
+    key("justtrades_webhook_spool_failed_files"): 0.0,
+    key("justtrades_webhook_spooled_total"): 40.0,
+    key("justtrades_webhook_spool_replayed_total"): 37.0,
+    key("justtrades_webhook_spool_rejected_total"): 1.0,
     key("justtrades_tradingview_websocket_connected"): 1.0,
     key("justtrades_tradingview_jwt_valid"): 1.0,
     key("justtrades_tradingview_delayed"): 0.0,
@@ -125,7 +133,7 @@ def test_healthy_platform_no_errors_counted(exporter_server, parse):
     samples = parse(requests.get(exporter_server + "/metrics", timeout=10).text)
 
     endpoint_up = {dict(labels)["endpoint"]: v for (name, labels), v in samples.items() if name == "justtrades_exporter_endpoint_up"}
-    assert len(endpoint_up) == 16
+    assert len(endpoint_up) == len(METRIC_ENDPOINTS)
     assert set(endpoint_up.values()) == {1.0}
 
     errors = [v for (name, _), v in samples.items() if name in ("justtrades_exporter_endpoint_errors_total", "justtrades_exporter_field_errors_total")]

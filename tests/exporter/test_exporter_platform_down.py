@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import requests
 
+from justtrades_exporter.contract import METRIC_ENDPOINTS
+
 
 def key(name: str, **labels: str):
     return (name, frozenset(labels.items()))
@@ -22,7 +24,7 @@ def test_platform_down_serves_only_up_and_market(fake_platform, make_exporter, s
     assert samples[key("justtrades_up")] == 0.0
     assert business_metrics(samples) == {"justtrades_up", "justtrades_market_open"}
     endpoint_up = [v for (name, _), v in samples.items() if name == "justtrades_exporter_endpoint_up"]
-    assert len(endpoint_up) == 16
+    assert len(endpoint_up) == len(METRIC_ENDPOINTS)
     assert set(endpoint_up) == {0.0}
     assert samples[key("justtrades_exporter_endpoint_errors_total", endpoint="/health")] == 1.0
 
