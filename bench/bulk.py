@@ -188,8 +188,8 @@ def add_fills(writer: BulkWriter, rows: int, traders: list[tuple[int, int]], sym
 def rebuild_pnl_totals(writer: BulkWriter, trader_ids: set[int]) -> None:
     """Replace the traders' rows in trader_positions and trader_session_pnl with a replay of all their fills.
 
-    The same replay as db.pnl_totals.rebuild_traders, which the platform runs for a fill written out of order;
-    here on the writer's own connection, so the rows commit with the fills.
+    It is the replay that db.pnl_totals.rebuild_traders runs when a fill arrives out of order. Here it runs on
+    the writer's own connection, so the rows commit with the fills.
     """
     from justtrades.db.pnl_totals import Replay
 

@@ -128,8 +128,8 @@ def load_book(session: Session, now: dt.datetime) -> PnlBook:
     trading_day, start = session_bounds(now)
     changes = counters.read(session, [FILL_CHANGES_COUNTER])[FILL_CHANGES_COUNTER]
 
-    # Sessions after the one of `now` count too, as the replay counts every fill from the session start on;
-    # they exist only when `now` lies in the past.
+    # Later sessions count too, because the replay counts every fill from the session start on. They have rows
+    # only when `now` lies in the past.
     realized: dict[int, Decimal] = {}
     unpriced: dict[int, set[str]] = {}
     session_rows = select(TraderSessionPnl.trader_id, TraderSessionPnl.realized, TraderSessionPnl.unpriced_symbols)
@@ -158,9 +158,9 @@ class DailyPnlReader:
     """`compute_daily_pnl` that reuses its last result while nothing it depends on has changed.
 
     The result depends on the fills (the fill_changes counter, one row to read), the session date and the last
-    prices of the open contracts. Each call reads the counter; the totals are loaded again only when it moved
-    or a new session began, and the result is built again only when a price changed as well. Safe to share
-    between threads: a race at most builds the same result twice. Callers must not change the result.
+    prices of the open contracts. Each call reads the counter and loads the totals again only when it moved or
+    a new session began. It builds the result again only when one of those or a price changed. Threads may
+    share a reader, because a race at most builds the same result twice. Callers must not change the result.
     """
 
     def __init__(self, last_price: LastPrice):
@@ -199,8 +199,7 @@ class DailyPnlReader:
 def recompute_daily_pnl(session: Session, now: dt.datetime, last_price: LastPrice) -> DailyPnl:
     """Compute the daily PnL by replaying every fill, as the readers did before the running totals.
 
-    Its cost grows with the fill history (about 0.7 s of CPU for 20,000 session fills); the tests use it to
-    check the running totals.
+    Its cost grows with the number of fills. The tests use it to check the running totals.
     """
     trading_day, start = session_bounds(now)
     positions: dict[tuple[int, str], PositionState] = {}

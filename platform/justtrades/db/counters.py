@@ -87,16 +87,15 @@ def read_prefix(session: Session, prefix: str) -> dict[str, int]:
 
 @event.listens_for(Session, "after_flush")
 def _count_flushed_fills(session: Session, _flush_context) -> None:
-    # session.new, session.dirty and session.deleted still show the flushed changes here; the statements join
+    # session.new, session.dirty and session.deleted still show the flushed changes here. The statements join
     # the flush's transaction, so the counts and the PnL rows commit or roll back with the fills themselves.
     # NOTE: fills inserted or deleted with Core statements (not through a Session flush) are not counted.
     fills = pnl_totals.flushed_fills(session)
     if fills.empty:
         return
 
-    # fill_changes first, in every flush that touches a fill: on PostgreSQL its row lock, held until commit,
-    # makes those transactions pass one at a time through fills_total and the read-modify-write of the PnL rows,
-    # always taking the locks in the same order.
+    # fill_changes first, in every flush that touches a fill. On PostgreSQL its row lock is held until commit,
+    # so these transactions update fills_total and the PnL rows one at a time and cannot deadlock on them.
     statement = _UPSERTS[session.get_bind().dialect.name]
     connection = session.connection()
     connection.execute(statement, {"counter_name": pnl_totals.FILL_CHANGES_COUNTER, "counter_by": fills.count})

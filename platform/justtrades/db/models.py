@@ -248,8 +248,8 @@ class Fill(Base):
 class TraderPosition(Base):
     """A trader's net position in one contract at average cost, after every fill of that pair.
 
-    Kept by `db.pnl_totals` in the transaction of each fill. The newest applied fill, by (filled_at, id), tells
-    whether the next fill can be applied on top or arrived out of order and needs a replay of the trader's fills.
+    Kept by `db.pnl_totals` in the transaction of each fill. A new fill older than the newest applied one, by
+    (filled_at, id), arrived out of order, so the trader's fills are replayed instead of applying it on top.
     """
 
     __tablename__ = "trader_positions"

@@ -1,6 +1,6 @@
 """Running daily PnL per trader, kept in the transaction that writes each fill.
 
-`trader_positions` holds each trader's net position and average price per contract, and `trader_session_pnl`
+`trader_positions` stores each trader's net position and average price per contract, and `trader_session_pnl`
 each trader's realized PnL per CME session date. The daily PnL readers (accounts.pnl) read these rows instead
 of replaying every fill of the session on each request.
 
