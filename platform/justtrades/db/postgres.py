@@ -11,7 +11,7 @@ thread that touches it waits forever. Three layers bound it:
 3. A reply deadline enforced on this side: a watchdog thread shuts down the socket of a call (statement, commit,
    rollback, ping) that got no reply in time. The waiting thread then gets psycopg's "server closed the
    connection" error, and SQLAlchemy invalidates the connection. This is the only layer that ends a wait on a
-   server whose kernel still acknowledges TCP while the server process does not answer.
+   server whose kernel still acknowledges TCP while the server process does not reply.
 
 When a deadline expires, the engine treats the server as hung: pre-pings fail at once and only one thread at a
 time tries a new connection (the probe) while the others get an OperationalError at once. The first probe that
@@ -150,8 +150,8 @@ def lifted_timeouts(connection: Connection) -> Iterator[Connection]:
 
 
 def _reset_timeouts(connection: Connection) -> None:
-    # Inside the caller's transaction the reset commits or rolls back with the SETs; outside one, it must be
-    # committed itself, or closing the connection would roll it back and leave the lifted values on it.
+    # Inside the caller's transaction the reset commits or rolls back with the SETs. Outside one it must be
+    # committed here, because closing the connection would roll it back and leave the lifted values on it.
     own_transaction = not connection.in_transaction()
     try:
         connection.exec_driver_sql("RESET statement_timeout")
@@ -197,8 +197,14 @@ def install(engine: Engine, timeouts: PostgresTimeouts) -> None:
 
     @event.listens_for(engine, "do_connect")
     def _connect(_dialect, _record, cargs, cparams):
-        with server.connect_attempt():
-            return dialect.loaded_dbapi.connect(*cargs, **cparams)
+        if _someone_is_waiting():
+            # The waiting client gives up within seconds; libpq accepts no shorter connect_timeout than this.
+            cparams = {**cparams, "connect_timeout": MIN_CONNECT_TIMEOUT_SECONDS}
+        with server.connect_attempt(cparams.get("connect_timeout", 0)) as hung_since:
+            connection = dialect.loaded_dbapi.connect(*cargs, **cparams)
+            if hung_since is not None:
+                _WATCHDOG.cut_lost_replies(connection, server, hung_since)
+            return connection
 
 
 def _someone_is_waiting() -> bool:
@@ -245,24 +251,35 @@ class HungServer:
     def hung(self) -> bool:
         return self._hung_since is not None
 
-    def mark_hung(self, call_name: str, seconds: float, backend_pid) -> None:
+    def mark_hung(self, call_name: str, seconds: float, backend_pid: int | None) -> None:
         with self._lock:
             first = self._hung_since is None
             if first:
                 self._hung_since = self._last_probe_at = time.monotonic()
         if first:
-            logger.warning("PostgreSQL %s: no reply to %s within %.1f s (backend pid %s); treating the server as "
-                           "hung until a new connection succeeds", self.name, call_name, seconds, backend_pid)
+            backend = f" (backend pid {backend_pid})" if backend_pid else ""
+            logger.warning("PostgreSQL %s: no reply to %s within %.1f s%s; treating the server as hung until a new "
+                           "connection succeeds", self.name, call_name, seconds, backend)
 
     @contextlib.contextmanager
-    def connect_attempt(self) -> Iterator[None]:
-        """Let a connection attempt through unless the server is hung and this caller may not probe now."""
+    def connect_attempt(self, timeout_seconds: float) -> Iterator[float | None]:
+        """Let a connection attempt through unless the server is hung and this caller may not probe now.
+
+        Yields the time.monotonic() at which the server was found hung when this attempt is the probe, else None.
+        """
+        import psycopg
+
+        hung_since = self._hung_since
         probing = self._start_probe_or_raise()
         try:
-            yield
-        except BaseException:
+            yield hung_since if probing else None
+        except BaseException as error:
             if probing:
                 self._end_probe(recovered=False)
+            elif isinstance(error, psycopg.errors.ConnectionTimeout):
+                # A server that accepts TCP but does not finish the handshake in time is hung, like one that
+                # does not reply to a call (a refused connection fails at once and needs no such state).
+                self.mark_hung("a new connection", timeout_seconds, None)
             raise
         if probing:
             self._end_probe(recovered=True)
@@ -302,7 +319,8 @@ class _WatchedCall:
     name: str
     sock: socket.socket  # a duplicate of the connection's socket, so a recycled descriptor number is never hit
     server: HungServer
-    backend_pid: object
+    backend_pid: int | None
+    started: float
 
 
 class _ReplyWatchdog:
@@ -341,7 +359,8 @@ class _ReplyWatchdog:
             # A closed or broken connection: the call fails on its own, without waiting for the server.
             return None
 
-        call = _WatchedCall(time.monotonic() + seconds, seconds, name, sock, server, dbapi_connection.info.backend_pid)
+        now = time.monotonic()
+        call = _WatchedCall(now + seconds, seconds, name, sock, server, dbapi_connection.info.backend_pid, now)
         with self._condition:
             self._next_id += 1
             call_id = self._next_id
@@ -355,6 +374,36 @@ class _ReplyWatchdog:
             call = self._calls.pop(call_id, None)
         if call is not None:
             call.sock.close()
+
+    def cut_lost_replies(self, probe_connection, server: HungServer, hung_since: float) -> None:
+        """Cut the calls that started before the hang and whose backend is no longer working on them.
+
+        A frozen network path may have dropped a request or its reply, and such a call would wait for its full
+        deadline after the server is back. PostgreSQL shows a backend that works on a statement as `active`; one
+        that is idle, or gone, owes its client nothing more.
+        """
+        with self._condition:
+            suspects = {call_id: call for call_id, call in self._calls.items()
+                        if call.server is server and call.started < hung_since and call.backend_pid is not None}
+        if not suspects:
+            return
+
+        pids = sorted({call.backend_pid for call in suspects.values()})
+        with self.watching(probe_connection, MIN_CONNECT_TIMEOUT_SECONDS, "lost-reply check", server):
+            rows = probe_connection.execute(
+                "SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s) AND state = 'active'", (pids,)
+            ).fetchall()
+            probe_connection.rollback()
+        working = {row[0] for row in rows}
+
+        with self._condition:
+            lost = [self._calls.pop(call_id) for call_id, call in suspects.items()
+                    if call.backend_pid not in working and call_id in self._calls]
+        for call in lost:
+            logger.warning("PostgreSQL %s: cutting %s on backend pid %s, waiting %.1f s: the backend is not working "
+                           "on it, so its reply was lost", server.name, call.name, call.backend_pid,
+                           time.monotonic() - call.started)
+            self._shut_down(call)
 
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -379,9 +428,13 @@ class _ReplyWatchdog:
             for call in calls:
                 self._expire(call)
 
-    @staticmethod
-    def _expire(call: _WatchedCall) -> None:
+    @classmethod
+    def _expire(cls, call: _WatchedCall) -> None:
         call.server.mark_hung(call.name, call.seconds, call.backend_pid)
+        cls._shut_down(call)
+
+    @staticmethod
+    def _shut_down(call: _WatchedCall) -> None:
         try:
             # Shutdown wakes the thread blocked in poll() on the same socket; close alone would not.
             call.sock.shutdown(socket.SHUT_RDWR)

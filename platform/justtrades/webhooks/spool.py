@@ -8,7 +8,7 @@ after its outcome is committed.
 
 Layout under the spool directory (default `$JT_DATA_DIR/spool`):
 - `pending/<name>.json`: one delivery per file, written to `tmp/` first, flushed with fsync and renamed, so a
-  crash leaves either a whole file or none. A name is the arrival time in nanoseconds (strictly growing, so
+  crash leaves either a whole file or none. A name is the arrival time in nanoseconds (unique per token, so
   sorting names gives the replay order) and a hash of the webhook token, so the index knows each file's recorder.
 - `failed/<name>.json`: deliveries that could not be replayed for a reason other than the database (a corrupt
   file, or a bug that raised three times); they wait there for an operator, next to a `.error` text file.
@@ -64,7 +64,10 @@ def is_database_unavailable(error: BaseException) -> bool:
     """Tell whether an exception means the database cannot be reached (or is too busy), not that a query is wrong.
 
     SQLAlchemy raises OperationalError for refused or dropped connections (and for SQLite's "database is locked"),
-    InterfaceError for a closed connection, and TimeoutError when the pool has no connection to give.
+    InterfaceError for a closed connection, and TimeoutError when the pool has no connection to give. A hung
+    PostgreSQL shows as OperationalError too: psycopg's QueryCanceled (statement_timeout), LockNotAvailable
+    (lock_timeout) and ConnectionTimeout (connect_timeout) derive from it, and a call cut at its reply deadline
+    (db/postgres.py) fails as a closed connection.
     """
     if isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, sa_exc.DisconnectionError)):
         return True
@@ -131,6 +134,9 @@ class SpoolEntry:
         return _spooled_at(self.name)
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
 def _spooled_at(name: str) -> dt.datetime:
     nanoseconds = int(name.split("-", 1)[0])
     return dt.datetime.fromtimestamp(nanoseconds / 1e9, dt.timezone.utc)
@@ -185,7 +191,6 @@ class WebhookSpool:
         self._pending_by_key: collections.Counter[str] = collections.Counter()
         self._writing: set[str] = set()  # names reserved by appends still writing their file
         self._bytes = 0
-        self._last_ns = 0
         self._lock_file = None
         self._opened = False
         self.disabled_reason: str | None = None if settings.enabled else "JT_WEBHOOK_SPOOL_MAX_BYTES is 0"
@@ -259,7 +264,6 @@ class WebhookSpool:
             self._bytes += size
             self._heap.append(path.stem)
             self._pending_by_key[_key_of(path.stem)] += 1
-            self._last_ns = max(self._last_ns, int(path.stem.split("-", 1)[0]))
         heapq.heapify(self._heap)
 
     def close(self) -> None:
@@ -282,7 +286,7 @@ class WebhookSpool:
     def append(self, delivery: Delivery) -> str:
         """Write the delivery durably and return its spool id; raise SpoolFull or SpoolUnavailable."""
         data = encode_delivery(delivery)
-        name = self._reserve(len(data), token_key(delivery.token))
+        name = self._reserve(len(data), token_key(delivery.token), delivery.received_at)
         try:
             self._write_file(name, data)
         except OSError as error:
@@ -302,7 +306,7 @@ class WebhookSpool:
         self._arrived.set()
         return name
 
-    def _reserve(self, size: int, key: str) -> str:
+    def _reserve(self, size: int, key: str, received_at: dt.datetime) -> str:
         with self._lock:
             if not self.settings.enabled:
                 self.rejected_total += 1
@@ -320,9 +324,15 @@ class WebhookSpool:
                     f"{len(self._heap)} deliveries); raise JT_WEBHOOK_SPOOL_MAX_BYTES or restore the database"
                 )
 
-            # Names must grow strictly, even when the wall clock steps back, so sorting keeps arrival order.
-            self._last_ns = max(time.time_ns(), self._last_ns + 1)
-            name = f"{self._last_ns:020d}-{key}"
+            # Names start with the arrival time, not the time of spooling: a delivery that waited for a hung
+            # database before it failed is spooled after later ones that failed at once, yet replays first.
+            arrival_ns = (received_at - _EPOCH) // dt.timedelta(microseconds=1) * 1000
+            name = f"{arrival_ns:020d}-{key}"
+            for _ in range(len(self._sizes) + len(self._writing)):
+                if name not in self._sizes and name not in self._writing:
+                    break
+                arrival_ns += 1  # two deliveries of one token in the same microsecond keep their spooling order
+                name = f"{arrival_ns:020d}-{key}"
             self._writing.add(name)
             self._bytes += size
             return name
