@@ -101,6 +101,16 @@ def test_raw_webhooks_count_every_delivery(traffic):
     assert [hook["outcome"] for hook in document["webhooks"]] == ["unknown_token", "rejected", "accepted", "accepted", "accepted"]
 
 
+def test_raw_webhooks_mask_token_and_name_recorder(traffic):
+    webhooks = with_key(traffic, "/api/raw-webhooks?limit=10").get_json()["webhooks"]
+
+    assert webhooks[0]["webhook_token"] == "...3456"
+    assert webhooks[0]["recorder_name"] is None
+    assert webhooks[1]["webhook_token"] == "..." + NQ_TOKEN[-4:]
+    assert webhooks[1]["recorder_name"] is not None
+    assert all(NQ_TOKEN not in str(hook) for hook in webhooks)
+
+
 def test_health_reference_shape(client):
     document = client.get("/health").get_json()
     assert document["status"] == "ok"

@@ -205,11 +205,19 @@ def webhook_activity(runtime, limit: int) -> dict:
     }
 
 
+def mask_token(token: str) -> str:
+    """Return the last four characters of a webhook token after "...", as the logs show it; "..." when it is short."""
+    return "..." + token[-4:] if len(token) >= 12 else "..."
+
+
 def raw_webhooks(runtime, limit: int) -> dict:
     with runtime.session_factory() as session:
         total = counters.read(session, [RAW_TOTAL_COUNTER])[RAW_TOTAL_COUNTER]
         breakdown = counters.read_prefix(session, RAW_ACTION_COUNTER)
         rows = session.execute(select(*_RAW_COLUMNS).order_by(desc(RawWebhook.id)).limit(limit)).all()
+        tokens = {row.webhook_token for row in rows}
+        named = select(Recorder.webhook_token, Recorder.name).where(Recorder.webhook_token.in_(tokens))
+        recorder_names = dict(session.execute(named).tuples().all()) if tokens else {}
 
     action_breakdown = {name: breakdown.get(name, 0) for name in BREAKDOWN_NAMES.values()}
     action_breakdown.update(breakdown)
@@ -219,7 +227,9 @@ def raw_webhooks(runtime, limit: int) -> dict:
         "webhooks": [
             {
                 "timestamp": iso(row.received_at),
-                "webhook_token": row.webhook_token,
+                # The token in a webhook URL lets anyone send orders, so only its last characters are shown.
+                "webhook_token": mask_token(row.webhook_token),
+                "recorder_name": recorder_names.get(row.webhook_token),
                 "raw_body": row.body,
                 "truncated": row.truncated,
                 "size_bytes": row.size_bytes,
