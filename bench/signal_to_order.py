@@ -22,6 +22,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -76,11 +77,14 @@ def _direct_orders(stub_url: str, traders: int, workers: int) -> float:
         "name": credentials["name"], "password": credentials["password"], "appId": credentials["app_id"],
         "appVersion": "1.0", "cid": credentials["cid"], "sec": credentials["sec"], "deviceId": "bench",
     }).json()["accessToken"]
-    sessions = [requests.Session() for _ in range(workers)]
+    # One keep-alive session per client thread, as the platform's broker workers have.
+    local = threading.local()
     accounts = tradovate_stub.account_ids(traders)
 
     def _place(index: int) -> None:
-        session = sessions[index % workers]
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
         body = {"accountSpec": f"BENCH{accounts[index]}", "accountId": accounts[index], "clOrdId": f"direct-{index}",
                 "action": "Buy", "symbol": SYMBOL, "orderQty": 1, "orderType": "Market", "isAutomated": True}
         response = session.post(api + "/order/placeorder", json=body, timeout=10,

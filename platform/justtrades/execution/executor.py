@@ -6,31 +6,21 @@ import logging
 import time
 
 from sqlalchemy import select
+from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
 from ..brokers.base import AccountRef, BrokerError, FailureReason, OrderRequest, OrderResult
-from ..db.models import Account, ExecutionFailure, ExecutionJob, Order, Recorder, utcnow
+from ..db.models import ExecutionFailure, Order, Recorder, utcnow
 from ..webhooks.redaction import redact_text
+from . import orders
 from .jobs import DONE, FAILED, JobStore
+from .orders import ENTRY_SIDES, OrderRow, PreparedJob, account_ref  # noqa: F401 - accounts.broker_state imports account_ref from here
 from .stats import ExecutionStats
 
 logger = logging.getLogger(__name__)
 
-ENTRY_SIDES = {"buy": "Buy", "sell": "Sell"}
 RETRY_BASE_SECONDS = 1.0
 RETRY_MAX_SECONDS = 60.0
-
-
-def account_ref(account: Account) -> AccountRef:
-    return AccountRef(
-        id=account.id,
-        name=account.name,
-        broker=account.broker,
-        environment=account.environment,
-        broker_account_id=account.broker_account_id,
-        token_group=account.token_group,
-        access_token=account.access_token,
-    )
 
 
 class Executor:
@@ -43,12 +33,20 @@ class Executor:
 
     def execute(self, job_id: int) -> None:
         """Claim and run the job; a job another worker holds, or one already finished, is skipped."""
-        job = self._store.claim(job_id)
-        if job is None:
+        try:
+            claimed = self._store.claim(job_id, within=self._prepare)
+        except IntegrityError:
+            # Only an earlier holder of the job, still running after its lease lapsed, can write the order row
+            # between our read and insert. The claim is rolled back with the insert, and a later poll resumes
+            # the job from that row.
+            logger.warning("job %s: another attempt wrote its order row during the claim; leaving the job to it", job_id)
+            return
+        if claimed is None:
             return
 
+        job, prepared = claimed
         try:
-            self._run(job)
+            self._run(job, prepared)
         except BrokerError as error:
             self._handle_failure(job, error.reason, str(error), permanent=error.permanent,
                                  retry_after=error.retry_after, order_may_exist=error.order_may_exist)
@@ -62,18 +60,23 @@ class Executor:
             self._store.retry_later(job.id, 0.0, "worker stopped while running the job")
             raise
 
-    def _run(self, job: ExecutionJob) -> None:
+    def _prepare(self, session, job: Row) -> PreparedJob | None:
+        return orders.prepare(session, job, self._brokers)
+
+    def _run(self, job: Row, prepared: PreparedJob | None) -> None:
         started = time.monotonic()
-        account = self._load_account(job.account_id)
-        broker = self._broker_for(account)
-        ref = account_ref(account)
+        if prepared is None:
+            raise BrokerError(FailureReason.ACCOUNT_NOT_FOUND, f"account {job.account_id} of trader {job.trader_id} "
+                              "no longer exists; bind the trader to an existing account", permanent=True)
+        ref = prepared.account
+        broker = self._broker_for(ref)
+        order = prepared.order
 
         # 1. An order row from an earlier attempt means the broker may already have it: look before placing.
-        order = self._existing_order(job.id)
-        if order is not None and order.status in ("placed", "filled"):
+        if prepared.earlier_attempt and order.status in ("placed", "filled"):
             self._store.finish(job.id, DONE)
             return
-        if order is not None:
+        if prepared.earlier_attempt:
             found = broker.find_order(ref, order.client_order_id)
             if found is not None and found.status in ("rejected", "canceled"):
                 # The broker has the order and ended it; placing it again would be a second order.
@@ -85,7 +88,8 @@ class Executor:
                 self._complete(job, order.id, found, started)
                 return
 
-        # 2. Work out the order; a close with nothing to close ends the job without one.
+        # 2. The claim transaction wrote an entry's order row. A close works out its order from the broker's
+        # position, and with nothing to close the job ends without one.
         if order is None:
             side_quantity = self._side_and_quantity(job, broker, ref)
             if side_quantity is None:
@@ -110,7 +114,7 @@ class Executor:
         result = broker.place_order(request)
         self._complete(job, order.id, result, started)
 
-    def _side_and_quantity(self, job: ExecutionJob, broker, ref: AccountRef) -> tuple[str, int] | None:
+    def _side_and_quantity(self, job: Row, broker, ref: AccountRef) -> tuple[str, int] | None:
         if job.action in ENTRY_SIDES:
             return ENTRY_SIDES[job.action], job.quantity
 
@@ -121,35 +125,24 @@ class Executor:
             return "Buy", -net
         return None
 
-    def _create_order(self, job: ExecutionJob, side: str, quantity: int) -> Order:
-        order = Order(
-            job_id=job.id,
-            account_id=job.account_id,
-            trader_id=job.trader_id,
-            client_order_id=job.idempotency_key,
-            symbol=job.symbol,
-            side=side,
-            quantity=quantity,
-            take_profit=job.take_profit,
-            stop_loss=job.stop_loss,
-        )
+    def _create_order(self, job: Row, side: str, quantity: int) -> OrderRow:
         try:
             with self._session_factory() as session, session.begin():
-                session.add(order)
+                return orders.insert_order(session, job, side, quantity)
         except IntegrityError:
             # Another attempt wrote it between our read and insert; its row is the one that counts.
-            order = self._existing_order(job.id)
-        return order
+            with self._session_factory() as session:
+                return orders.find_order(session, job.id)
 
     def _mark_order(self, order_id: int, result: OrderResult) -> None:
         with self._session_factory() as session, session.begin():
-            order = session.get(Order, order_id)
-            order.status = result.status
-            order.broker_order_id = result.broker_order_id
+            orders.mark_order(session, order_id, result)
 
-    def _complete(self, job: ExecutionJob, order_id: int, result: OrderResult, started: float) -> None:
-        self._mark_order(order_id, result)
-        self._store.finish(job.id, DONE)
+    def _complete(self, job: Row, order_id: int, result: OrderResult, started: float) -> None:
+        # The order's status and the job's end commit together: one transaction after the broker call.
+        with self._session_factory() as session, session.begin():
+            orders.mark_order(session, order_id, result)
+            self._store.finish(job.id, DONE, session=session)
 
         signal_to_order = (utcnow() - job.signal_received_at).total_seconds()
         self._stats.record_success(time.monotonic() - started, signal_to_order)
@@ -175,7 +168,7 @@ class Executor:
         self._store.retry_later(job.id, delay, message)
         logger.warning("job %s (trader %s) attempt %d failed, retrying in %.1fs: %s", job.id, job.trader_id, job.attempts, delay, message)
 
-    def _record_failure(self, job: ExecutionJob, reason: FailureReason, message: str, final: bool) -> None:
+    def _record_failure(self, job: Row, reason: FailureReason, message: str, final: bool) -> None:
         with self._session_factory() as session, session.begin():
             recorder_name = session.scalar(select(Recorder.name).where(Recorder.id == job.recorder_id))
             session.add(
@@ -198,15 +191,7 @@ class Executor:
             if order is not None and order.status == "pending":
                 order.status = status
 
-    def _existing_order(self, job_id: int) -> Order | None:
-        with self._session_factory() as session:
-            return session.scalars(select(Order).where(Order.job_id == job_id)).one_or_none()
-
-    def _load_account(self, account_id: int) -> Account:
-        with self._session_factory() as session:
-            return session.get(Account, account_id)
-
-    def _broker_for(self, account: Account):
+    def _broker_for(self, account: AccountRef):
         try:
             return self._brokers[account.broker]
         except KeyError:

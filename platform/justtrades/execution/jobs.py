@@ -6,8 +6,10 @@ import datetime as dt
 import logging
 import os
 import socket
+from typing import Callable, TypeVar
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..db.models import ExecutionJob, utcnow
@@ -19,6 +21,8 @@ RUNNING = "running"
 DONE = "done"
 FAILED = "failed"
 
+T = TypeVar("T")
+
 
 class JobStore:
     def __init__(self, session_factory: sessionmaker[Session], instance_id: str, lease_seconds: float):
@@ -26,23 +30,31 @@ class JobStore:
         self.instance_id = instance_id
         self._lease = dt.timedelta(seconds=lease_seconds)
 
-    def claim(self, job_id: int, now: dt.datetime | None = None) -> ExecutionJob | None:
+    def claim(self, job_id: int, now: dt.datetime | None = None, *, within: Callable[[Session, Row], T] | None = None,
+              ) -> tuple[Row, T | None] | None:
         """Claim one job for this process; None when another worker or replica holds it, or it is finished.
 
         The conditional update must change exactly one row: that is the whole claim, with no read-then-write race.
+        It returns the job's columns, and `within(session, job)` runs in the same transaction, so what it writes
+        commits together with the claim or not at all. Returns (job, what `within` returned).
         """
         now = now or utcnow()
         values = {"job_id": job_id, "job_now": now, "job_owner": self.instance_id, "job_lease": now + self._lease}
         with self._session_factory() as session, session.begin():
-            if session.execute(_CLAIM, values).rowcount != 1:
+            job = session.connection().execute(_CLAIM, values).first()
+            if job is None:
                 return None
-            return session.get(ExecutionJob, job_id)
+            return job, (within(session, job) if within is not None else None)
 
-    def finish(self, job_id: int, status: str, error: str | None = None) -> None:
+    def finish(self, job_id: int, status: str, error: str | None = None, *, session: Session | None = None) -> None:
+        """Mark the job done or failed; with `session`, inside that session's open transaction."""
         values = {"job_id": job_id, "job_owner": self.instance_id, "job_status": status, "job_error": error,
                   "job_finished_at": utcnow()}
-        with self._session_factory() as session, session.begin():
-            session.execute(_FINISH, values)
+        if session is not None:
+            session.connection().execute(_FINISH, values)
+            return
+        with self._session_factory() as own_session, own_session.begin():
+            own_session.connection().execute(_FINISH, values)
 
     def retry_later(self, job_id: int, delay_seconds: float, error: str) -> None:
         """Put the job back in the queue at a later time, so a failing job cannot spin in a hot loop."""
@@ -125,6 +137,7 @@ _CLAIM = (
         lease_expires_at=bindparam("job_lease"),
         attempts=_JOBS.c.attempts + 1,
     )
+    .returning(*_JOBS.c)
 )
 _FINISH = (
     update(_JOBS)

@@ -8,6 +8,7 @@ import queue
 import threading
 from typing import Callable, Hashable
 
+from .failure_log import RepeatedFailureLog
 from .jobs import JobStore
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class WorkerPool:
         size: int,
         poll_seconds: float,
         shutdown: threading.Event,
+        poll_failure_log_seconds: float = 60.0,
     ):
         self._store = store
         self._execute = execute
@@ -74,6 +76,11 @@ class WorkerPool:
         self._workers: list[threading.Thread] = []
         self._supervisor: threading.Thread | None = None
         self.restarts = 0
+        # During a database outage the poll fails every poll_seconds; a traceback each time would flood the log.
+        self._poll_failures = RepeatedFailureLog(
+            logger, f"polling the job table (instance {store.instance_id}, every {poll_seconds:g} s)",
+            poll_failure_log_seconds,
+        )
 
     def submit(self, job_id: int, account_id: int, symbol: str) -> None:
         with self._in_flight_lock:
@@ -137,10 +144,14 @@ class WorkerPool:
         while not self._shutdown.wait(self._poll_seconds):
             self._replace_dead_workers()
             try:
-                for job_id, account_id, symbol in self._store.due_jobs(limit=500):
-                    self.submit(job_id, account_id, symbol)
-            except Exception:
-                logger.exception("polling the job table failed; retrying in %.1fs", self._poll_seconds)
+                due = self._store.due_jobs(limit=500)
+            except Exception as error:
+                self._poll_failures.failed(error)
+                continue
+
+            self._poll_failures.succeeded()
+            for job_id, account_id, symbol in due:
+                self.submit(job_id, account_id, symbol)
 
     def _replace_dead_workers(self) -> None:
         for index, thread in enumerate(self._workers):
