@@ -317,7 +317,7 @@ class _WatchedCall:
     deadline: float
     seconds: float
     name: str
-    sock: socket.socket  # a duplicate of the connection's socket, so a recycled descriptor number is never hit
+    fd: int  # a duplicate of the connection's socket descriptor, so a recycled descriptor number is never hit
     server: HungServer
     backend_pid: int | None
     started: float
@@ -332,6 +332,7 @@ class _ReplyWatchdog:
         self._exempt: set[int] = set()
         self._thread: threading.Thread | None = None
         self._next_id = 0
+        self._wake_at = 0.0  # time.monotonic() of the thread's planned wake-up; 0 while it is awake
 
     def exempt(self, dbapi_connection) -> None:
         with self._condition:
@@ -354,26 +355,28 @@ class _ReplyWatchdog:
         if id(dbapi_connection) in self._exempt:
             return None
         try:
-            sock = socket.socket(fileno=os.dup(dbapi_connection.pgconn.socket))
+            fd = os.dup(dbapi_connection.pgconn.socket)
         except Exception:
             # A closed or broken connection: the call fails on its own, without waiting for the server.
             return None
 
         now = time.monotonic()
-        call = _WatchedCall(now + seconds, seconds, name, sock, server, dbapi_connection.info.backend_pid, now)
+        call = _WatchedCall(now + seconds, seconds, name, fd, server, dbapi_connection.info.backend_pid, now)
         with self._condition:
             self._next_id += 1
             call_id = self._next_id
             self._calls[call_id] = call
             self._ensure_thread()
-            self._condition.notify()
+            # Waking the thread costs a context switch per call; it is needed only before its planned wake-up.
+            if call.deadline < self._wake_at:
+                self._condition.notify()
         return call_id
 
     def _unwatch(self, call_id: int) -> None:
         with self._condition:
             call = self._calls.pop(call_id, None)
         if call is not None:
-            call.sock.close()
+            os.close(call.fd)
 
     def cut_lost_replies(self, probe_connection, server: HungServer, hung_since: float) -> None:
         """Cut the calls that started before the hang and whose backend is no longer working on them.
@@ -424,7 +427,10 @@ class _ReplyWatchdog:
                 if self._calls or calls:
                     idle_since = now
                 if not calls:
-                    self._condition.wait(min(max(next_deadline - now, 0.01), _WATCHDOG_MAX_SLEEP_SECONDS))
+                    sleep_seconds = min(max(next_deadline - now, 0.01), _WATCHDOG_MAX_SLEEP_SECONDS)
+                    self._wake_at = now + sleep_seconds
+                    self._condition.wait(sleep_seconds)
+                    self._wake_at = 0.0
             for call in calls:
                 self._expire(call)
 
@@ -435,13 +441,14 @@ class _ReplyWatchdog:
 
     @staticmethod
     def _shut_down(call: _WatchedCall) -> None:
+        sock = socket.socket(fileno=call.fd)
         try:
             # Shutdown wakes the thread blocked in poll() on the same socket; close alone would not.
-            call.sock.shutdown(socket.SHUT_RDWR)
+            sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass  # the connection ended on its own meanwhile
         finally:
-            call.sock.close()
+            sock.close()
 
 
 _WATCHDOG = _ReplyWatchdog()
