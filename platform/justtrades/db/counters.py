@@ -37,38 +37,18 @@ def increment(session: Session, name: str, by: int = 1) -> None:
 
 
 def increment_many(session: Session, names: Iterable[str]) -> None:
-    """Add 1 per occurrence of each name, in one statement; the webhook path raises three counters at once.
+    """Add 1 per occurrence of each name with one executemany of the upsert; the webhook path raises three at once.
 
-    The rows are written in name order, so two transactions that raise overlapping sets lock them in the same
-    order and cannot deadlock on PostgreSQL.
+    The rows are written in name order, so transactions that raise overlapping sets through this function take
+    the row locks in the same order and cannot deadlock on each other (PostgreSQL).
     """
+    # An executemany of the one prebuilt upsert, not a multi-row VALUES statement: SQLAlchemy has no cache key for
+    # a multi-row upsert and would compile it on every call.
     amounts = sorted(collections.Counter(names).items())
     if not amounts:
         return
-    dialect = session.get_bind().dialect.name
-    statement = _MULTI_UPSERTS.get((dialect, len(amounts)))
-    if statement is None:
-        statement = _MULTI_UPSERTS[(dialect, len(amounts))] = _multi_upsert(_INSERTS[dialect], len(amounts))
-    values = {}
-    for index, (name, by) in enumerate(amounts):
-        values[f"counter_name_{index}"] = name
-        values[f"counter_by_{index}"] = by
-    session.connection().execute(statement, values)
-
-
-def _multi_upsert(insert, rows: int):
-    table = Counter.__table__
-    statement = insert(table).values([
-        {"name": bindparam(f"counter_name_{index}"), "value": bindparam(f"counter_by_{index}")} for index in range(rows)
-    ])
-    return statement.on_conflict_do_update(
-        index_elements=[table.c.name], set_={"value": table.c.value + statement.excluded.value}
-    )
-
-
-_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
-# Built on first use per dialect and row count; the webhook path uses two or three rows.
-_MULTI_UPSERTS: dict[tuple[str, int], object] = {}
+    statement = _UPSERTS[session.get_bind().dialect.name]
+    session.connection().execute(statement, [{"counter_name": name, "counter_by": by} for name, by in amounts])
 
 
 def read(session: Session, names: list[str]) -> dict[str, int]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import zoneinfo
+from collections.abc import Sequence
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from ..db.models import LossBreach, Recorder, SignalBlock, Trader
@@ -44,7 +46,7 @@ def parse_trading_windows(text: str) -> list[tuple[dt.time, dt.time]]:
     return windows
 
 
-def in_trading_windows(windows: list[tuple[dt.time, dt.time]], now: dt.datetime) -> bool:
+def in_trading_windows(windows: Sequence[tuple[dt.time, dt.time]], now: dt.datetime) -> bool:
     if not windows:
         return True
 
@@ -58,12 +60,15 @@ def in_trading_windows(windows: list[tuple[dt.time, dt.time]], now: dt.datetime)
     return False
 
 
-def recorder_block_reason(session: Session, recorder: Recorder, alert: Alert, now: dt.datetime) -> str | None:
-    """Return why the recorder takes no signal now, or None. Closes pass time windows, so positions can be exited."""
+def recorder_block_reason(session: Session, recorder, alert: Alert, now: dt.datetime) -> str | None:
+    """Return why the recorder takes no signal now, or None. Closes pass time windows, so positions can be exited.
+
+    `recorder` is a Recorder or a row of RECORDER_COLUMNS.
+    """
     if not recorder.enabled:
         return "recorder_disabled"
 
-    if alert.action in ENTRY_ACTIONS and not in_trading_windows(parse_trading_windows(recorder.trading_windows), now):
+    if alert.action in ENTRY_ACTIONS and not in_trading_windows(_trading_windows(recorder.trading_windows), now):
         return "outside_trading_window"
 
     if recorder.cooldown_seconds and recorder.last_signal_at is not None:
@@ -75,45 +80,61 @@ def recorder_block_reason(session: Session, recorder: Recorder, alert: Alert, no
     return None
 
 
+@functools.lru_cache(maxsize=256)
+def _trading_windows(text: str) -> tuple[tuple[dt.time, dt.time], ...]:
+    # The cache keeps one entry per distinct setting text, at most 256.
+    return tuple(parse_trading_windows(text))
+
+
 def _is_signal_blocked(session: Session, recorder_id: int, root: str, now: dt.datetime) -> bool:
-    block = session.scalar(
-        select(SignalBlock.id)
-        .where(
-            or_(SignalBlock.recorder_id.is_(None), SignalBlock.recorder_id == recorder_id),
-            or_(SignalBlock.symbol_root.is_(None), SignalBlock.symbol_root == root),
-            or_(SignalBlock.until.is_(None), SignalBlock.until > now),
-        )
-        .limit(1)
-    )
-    return block is not None
+    values = {"block_recorder_id": recorder_id, "block_root": root, "block_now": now}
+    return session.connection().execute(_FIRST_SIGNAL_BLOCK, values).first() is not None
 
 
-def eligible_traders(session: Session, recorder: Recorder, alert: Alert, now: dt.datetime) -> tuple[list[Trader], str | None]:
+def eligible_traders(session: Session, recorder, alert: Alert, now: dt.datetime) -> tuple[list, str | None]:
     """Return the enabled traders that take this signal, or an empty list and the reason none does.
 
-    A trader that breached its max daily loss this CME session takes no new entries until the next one.
+    A trader that breached its max daily loss this CME session takes no new entries until the next one. Each
+    trader is a row with id, account_id and quantity, read together with its breach in one statement.
     """
-    traders = session.scalars(
-        select(Trader).where(Trader.recorder_id == recorder.id, Trader.enabled.is_(True)).order_by(Trader.id)
-    ).all()
-    if not traders:
+    values = {"traders_recorder_id": recorder.id, "traders_session_date": calendar.session_date(now)}
+    rows = session.connection().execute(_ENABLED_TRADERS, values).all()
+    if not rows:
         return [], "no_enabled_traders"
 
     if alert.action not in ENTRY_ACTIONS:
-        return list(traders), None
+        return rows, None
 
-    breached = set(
-        session.scalars(
-            select(LossBreach.trader_id).where(
-                LossBreach.trader_id.in_([trader.id for trader in traders]),
-                LossBreach.session_date == calendar.session_date(now),
-            )
-        )
-    )
-    allowed = [trader for trader in traders if trader.id not in breached]
+    allowed = [row for row in rows if row.breach_id is None]
     if not allowed:
         return [], "loss_limit"
     return allowed, None
+
+
+# Statements of the webhook path, built once: building and caching a statement per call costs more than running it.
+RECORDER_COLUMNS = (
+    Recorder.id, Recorder.name, Recorder.enabled, Recorder.trading_windows, Recorder.cooldown_seconds,
+    Recorder.last_signal_at,
+)
+_FIRST_SIGNAL_BLOCK = (
+    select(SignalBlock.id)
+    .where(
+        or_(SignalBlock.recorder_id.is_(None), SignalBlock.recorder_id == bindparam("block_recorder_id")),
+        or_(SignalBlock.symbol_root.is_(None), SignalBlock.symbol_root == bindparam("block_root")),
+        or_(SignalBlock.until.is_(None), SignalBlock.until > bindparam("block_now")),
+    )
+    .limit(1)
+)
+# (trader_id, session_date) is unique in loss_breaches, so the join yields one row per trader.
+_ENABLED_TRADERS = (
+    select(Trader.id, Trader.account_id, Trader.quantity, LossBreach.id.label("breach_id"))
+    .outerjoin(
+        LossBreach,
+        and_(LossBreach.trader_id == Trader.id, LossBreach.session_date == bindparam("traders_session_date")),
+    )
+    .where(Trader.recorder_id == bindparam("traders_recorder_id"), Trader.enabled.is_(True))
+    .order_by(Trader.id)
+)
 
 
 def currently_blocked(session: Session, now: dt.datetime) -> list[dict]:

@@ -13,7 +13,8 @@ import logging
 import time
 
 from sqlalchemy import bindparam, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..db import counters
 from ..db.models import DuplicateGuard, ExecutionJob, RawWebhook, Recorder, WebhookActivity
@@ -53,6 +54,19 @@ class IngestResult:
     jobs: tuple[tuple[int, int, str], ...] = ()  # (job id, account id, symbol) to hand to the workers
 
 
+@dataclasses.dataclass
+class _Decision:
+    """The outcome of one delivery: its response, and the rows it adds besides the raw row."""
+
+    status_code: int
+    outcome: str  # a WebhookStats outcome, also stored as the raw row's outcome
+    payload: dict
+    alert: Alert | None = None
+    activity_status: str | None = None  # None: no activity row (unknown token, oversized body)
+    reason: str | None = None
+    traders: list = dataclasses.field(default_factory=list)
+
+
 class WebhookIngestor:
     def __init__(self, runtime):
         self._runtime = runtime
@@ -62,26 +76,30 @@ class WebhookIngestor:
 
     def ingest(self, delivery: Delivery, *, replay: bool = False) -> IngestResult:
         """Record and process one delivery; `replay` marks one coming back from the spool (see _replay_raw_id)."""
+        raw_id = None
         if replay:
             raw_id, finished = self._replay_raw_id(delivery)
             if finished is not None:
                 logger.info("raw webhook %s was already processed before its replay; nothing to do", raw_id)
                 return finished
-        else:
-            raw_id = self._record_raw(delivery)
 
-        result = self._process(delivery, raw_id)
+        try:
+            result = self._process(delivery, raw_id)
+        except Exception as error:
+            if raw_id is None:
+                self._keep_raw_after_failure(delivery, error)
+            raise
         self._maybe_clean_guards(delivery.received_at)
         return result
 
-    def _replay_raw_id(self, delivery: Delivery) -> tuple[int, IngestResult | None]:
+    def _replay_raw_id(self, delivery: Delivery) -> tuple[int | None, IngestResult | None]:
         """Find the raw row an earlier attempt of this delivery wrote, so a replay records it only once.
 
-        A delivery is spooled when the database fails at any step, so an earlier attempt (the live request, or a
-        replay cut short by a crash) may have written the raw row, and may even have committed the outcome just
-        before the failure. The outcome is written in the same transaction as the activity and the jobs, so a raw
-        row with an outcome means the delivery is done. The row is matched by token, received time (microseconds),
-        source address and stored body.
+        A delivery is spooled when the database fails at any step. The raw row, the activity, the jobs and the
+        outcome commit in one transaction, so an earlier attempt (the live request, or a replay cut short by a
+        crash) left either nothing, a finished raw row, or (after a failure that was not an outage) a raw row
+        without an outcome. The row is matched by token, received time (microseconds), body size and stored
+        body. Returns (None, None) when no attempt left a row.
         NOTE: two identical deliveries received in the same microsecond from one address count as one here.
         """
         text, _ = redact_body(delivery.body, self._settings.raw_body_keep_bytes)
@@ -98,129 +116,149 @@ class WebhookIngestor:
             ).first()
 
         if row is None:
-            return self._record_raw(delivery), None
+            return None, None
         if row.http_status is None:
             return row.id, None
         payload = {"status": "already_processed", "raw_webhook_id": row.id, "outcome": row.outcome}
         return row.id, IngestResult(row.http_status, payload, "already_processed")
 
     def record_forbidden(self, delivery: Delivery) -> None:
-        raw_id = self._record_raw(delivery)
+        decision = _Decision(403, "forbidden", {})
         with self._session_factory() as session, session.begin():
-            self._close_raw(session, raw_id, 403, "forbidden", None)
+            self._write_raw(session, None, self._raw_values(delivery), decision)
+            counters.increment_many(session, _counter_names(decision, new_raw=True))
 
-    def _process(self, delivery: Delivery, raw_id: int) -> IngestResult:
-        # 1. The token decides the recorder; an unknown one is logged raw and answered 404.
-        with self._session_factory() as session:
-            recorder = session.scalars(select(Recorder).where(Recorder.webhook_token == delivery.token)).one_or_none()
+    def _process(self, delivery: Delivery, raw_id: int | None) -> IngestResult:
+        # The CPU work that needs no database runs before the transaction: on SQLite the transaction holds the
+        # process's write lock, and every other webhook waits for it.
+        alert, error = None, None
+        if not delivery.too_large:
+            try:
+                alert = parse_alert(delivery.body, delivery.received_at)
+            except AlertError as rejected:
+                error = rejected
+        fingerprint = _fingerprint(delivery) if alert else None
+        raw_values = None if raw_id is not None else self._raw_values(delivery)
+
+        # The raw row, the duplicate guard, the activity and the jobs commit together, so a crash leaves all of them
+        # or none. The spool replays a delivery that failed on an outage, and concurrent copies of one alert create
+        # one set of jobs.
+        with self._session_factory() as session, session.begin():
+            decision, recorder = self._decide(session, delivery, alert, error, fingerprint)
+            new_raw = raw_id is None
+            raw_id = self._write_raw(session, raw_id, raw_values, decision)
+            activity_id, job_refs = self._write_outcome(session, delivery, raw_id, recorder, decision)
+            # Every webhook updates these rows: written last, they stay locked (PostgreSQL) only until the commit.
+            counters.increment_many(session, _counter_names(decision, new_raw))
+
+        return self._result(delivery, raw_id, recorder, decision, activity_id, job_refs)
+
+    def _decide(self, session, delivery: Delivery, alert: Alert | None, error: AlertError | None,
+                fingerprint: str | None) -> tuple[_Decision, object]:
+        """Read what the delivery's outcome depends on; return the decision and the recorder row (or None)."""
+        # 1. The token decides the recorder; an unknown one is logged raw and gets a 404. The row is locked
+        # (PostgreSQL) for a parsed alert, so the cooldown check and the last-signal update see one order.
+        statement = _RECORDER_FOR_UPDATE if alert else _RECORDER
+        recorder = session.connection().execute(statement, {"recorder_token": delivery.token}).first()
         if recorder is None:
-            logger.info("raw webhook %s: unknown token from %s", raw_id, delivery.source_ip)
-            return self._finish_raw(raw_id, 404, "unknown_token", {
+            return _Decision(404, "unknown_token", {
                 "error": "unknown webhook token: check the webhook URL in the TradingView alert against the recorder's URL",
-            })
+            }), None
 
         if delivery.too_large:
             limit = self._settings.webhook_max_body_bytes
-            return self._finish_raw(raw_id, 413, "too_large", {
+            return _Decision(413, "too_large", {
                 "error": f"body of {delivery.size_bytes} bytes exceeds the {limit}-byte limit: shorten the alert message",
                 "field": "body",
-            })
+            }), recorder
 
-        # 2. Parse; a rejected alert is recorded as failed activity with the reason.
-        try:
-            alert = parse_alert(delivery.body, delivery.received_at)
-        except AlertError as error:
-            logger.info("raw webhook %s for recorder %s rejected: %s", raw_id, recorder.id, error.message)
-            self._record_rejection(delivery, raw_id, recorder, error)
-            return IngestResult(400, error.to_dict(), "rejected")
+        # 2. A rejected alert is recorded as failed activity with the reason.
+        if error is not None:
+            return _Decision(400, "rejected", error.to_dict(), activity_status="failed",
+                             reason=error.message[:255]), recorder
 
-        # 3. Duplicate check, filters and fan-out commit together, so concurrent copies create one set of jobs.
-        try:
-            return self._accept(delivery, raw_id, recorder.id, alert)
-        except _Duplicate:
-            self._record_duplicate(delivery, raw_id, recorder, alert)
-            return IngestResult(200, {"status": "duplicate", "message": "the same alert arrived within the duplicate "
-                                      "window; no new orders were created"}, "duplicate")
+        # 3. Duplicate check, then the filters; the guard is taken for a blocked signal too.
+        if not self._claim_fingerprint(session, fingerprint, delivery.received_at):
+            return _Decision(200, "duplicate", {
+                "status": "duplicate",
+                "message": "the same alert arrived within the duplicate window; no new orders were created",
+            }, alert, "duplicate", "same alert within the duplicate window"), recorder
 
-    def _accept(self, delivery: Delivery, raw_id: int, recorder_id: int, alert: Alert) -> IngestResult:
         now = delivery.received_at
-        try:
-            with self._session_factory() as session, session.begin():
-                self._claim_fingerprint(session, delivery, now)
-                recorder = session.get(Recorder, recorder_id, with_for_update=True)
-
-                reason = filters.recorder_block_reason(session, recorder, alert, now)
-                traders = []
-                if reason is None:
-                    traders, reason = filters.eligible_traders(session, recorder, alert, now)
-
-                status = "blocked" if reason else "success"
-                activity = self._add_activity(session, delivery, raw_id, recorder, alert, status, reason, len(traders))
-                job_refs = self._add_jobs(session, activity, recorder, traders, alert, now)
-                if not reason:
-                    recorder.last_signal_at = now
-
-                session.flush()
-                self._close_raw(session, raw_id, 200, "blocked" if reason else "accepted", alert)
-        except IntegrityError as error:
-            if _is_guard_conflict(error):
-                raise _Duplicate() from error
-            raise
-
+        reason = filters.recorder_block_reason(session, recorder, alert, now)
+        traders = []
+        if reason is None:
+            traders, reason = filters.eligible_traders(session, recorder, alert, now)
         if reason:
-            logger.info("activity %s: signal for recorder %s blocked (%s)", activity.id, recorder_id, reason)
-            payload = {"status": "blocked", "reason": reason, "activity_id": activity.id}
-            return IngestResult(200, payload, "blocked", blocked_reason=reason)
+            return _Decision(200, "blocked", {"status": "blocked", "reason": reason}, alert, "blocked",
+                             reason), recorder
+        return _Decision(200, "accepted", {}, alert, "success", traders=traders), recorder
 
-        logger.info("activity %s: %s %s for recorder %s queued %d job(s)",
-                    activity.id, alert.action.value, alert.contract.symbol, recorder_id, len(job_refs))
-        payload = {
-            "status": "accepted",
-            "activity_id": activity.id,
-            "action": alert.action.value,
-            "symbol": alert.contract.symbol,
-            "jobs": len(job_refs),
+    def _claim_fingerprint(self, session, fingerprint: str, now: dt.datetime) -> bool:
+        """Take the fingerprint for the duplicate window; return False when a live copy has it.
+
+        One upsert: it inserts the guard or renews an expired one, and changes nothing while the guard is live.
+        On PostgreSQL a concurrent copy waits on the unique key until the first commits, then finds the live guard.
+        """
+        values = {
+            "guard_fingerprint": fingerprint,
+            "guard_expires_at": now + dt.timedelta(seconds=self._settings.duplicate_window_seconds),
+            "guard_now": now,
         }
-        return IngestResult(200, payload, "accepted", jobs=job_refs)
+        statement = _CLAIM_GUARD[session.get_bind().dialect.name]
+        return session.connection().execute(statement, values).first() is not None
 
-    def _claim_fingerprint(self, session, delivery: Delivery, now: dt.datetime) -> None:
-        """Take the delivery's fingerprint for the duplicate window; a live copy makes the insert fail."""
-        fingerprint = _fingerprint(delivery)
-        expires_at = now + dt.timedelta(seconds=self._settings.duplicate_window_seconds)
+    def _write_raw(self, session, raw_id: int | None, raw_values: dict | None, decision: _Decision) -> int:
+        """Insert the raw row (raw_values) with its outcome, or close the row raw_id an earlier attempt left; return its id."""
+        action = _breakdown_action(decision)
+        connection = session.connection()
 
-        values = {"guard_fingerprint": fingerprint, "guard_expires_at": expires_at, "guard_now": now}
-        renewed = session.execute(_RENEW_GUARD, values).rowcount
-        if renewed == 0:
-            session.execute(_INSERT_GUARD, values)
+        if raw_id is not None:
+            connection.execute(_CLOSE_RAW, {
+                "raw_id": raw_id, "raw_http_status": decision.status_code, "raw_outcome": decision.outcome,
+                "raw_action": action,
+            })
+        else:
+            values = dict(raw_values)
+            values.update(http_status=decision.status_code, outcome=decision.outcome, action=action)
+            raw_id = connection.execute(_INSERT_RAW, values).inserted_primary_key[0]
+        return raw_id
 
-    def _add_activity(self, session, delivery, raw_id, recorder, alert, status, reason, traders_notified):
-        activity = WebhookActivity(
-            created_at=delivery.received_at,
-            raw_webhook_id=raw_id,
-            recorder_id=recorder.id,
-            recorder_name=recorder.name,
-            action=alert.action.value if alert else None,
-            ticker=alert.contract.symbol if alert else None,
-            status=status,
-            reason=reason,
-            latency_ms=_elapsed_ms(delivery),
-            traders_notified=traders_notified,
-        )
-        session.add(activity)
-        session.flush()
-        counters.increment(session, ACTIVITY_COUNTER + status)
-        return activity
+    def _write_outcome(self, session, delivery: Delivery, raw_id: int, recorder, decision: _Decision):
+        """Insert the activity row and the jobs; return the activity id (or None) and the job references."""
+        if decision.activity_status is None:
+            return None, ()
 
-    def _add_jobs(self, session, activity, recorder, traders, alert: Alert, now) -> tuple[tuple[int, int, str], ...]:
+        alert = decision.alert
+        connection = session.connection()
+        activity_id = connection.execute(_INSERT_ACTIVITY, {
+            "created_at": delivery.received_at,
+            "raw_webhook_id": raw_id,
+            "recorder_id": recorder.id,
+            "recorder_name": recorder.name,
+            "action": alert.action.value if alert else None,
+            "ticker": alert.contract.symbol if alert else None,
+            "status": decision.activity_status,
+            "reason": decision.reason,
+            "latency_ms": _elapsed_ms(delivery),
+            "traders_notified": len(decision.traders),
+        }).inserted_primary_key[0]
+
+        job_refs = self._add_jobs(connection, activity_id, recorder.id, decision.traders, alert, delivery.received_at)
+        if decision.outcome == "accepted":
+            connection.execute(_MARK_SIGNAL, {"signal_recorder_id": recorder.id, "signal_at": delivery.received_at})
+        return activity_id, job_refs
+
+    def _add_jobs(self, connection, activity_id, recorder_id, traders, alert: Alert, now) -> tuple[tuple[int, int, str], ...]:
         """Insert one job per trader in one statement; return (job id, account id, symbol) of each."""
         if not traders:
             return ()
 
         rows = [
             {
-                "idempotency_key": f"jt-{activity.id}-{trader.id}",
-                "activity_id": activity.id,
-                "recorder_id": recorder.id,
+                "idempotency_key": f"jt-{activity_id}-{trader.id}",
+                "activity_id": activity_id,
+                "recorder_id": recorder_id,
                 "trader_id": trader.id,
                 "account_id": trader.account_id,
                 "action": alert.action.value,
@@ -235,67 +273,69 @@ class WebhookIngestor:
             }
             for trader in traders
         ]
-        ids = session.execute(_INSERT_JOBS, rows).scalars().all()
+        ids = connection.execute(_INSERT_JOBS, rows).scalars().all()
         return tuple((job_id, row["account_id"], row["symbol"]) for job_id, row in zip(ids, rows))
 
-    def _record_rejection(self, delivery, raw_id, recorder, error: AlertError) -> None:
-        with self._session_factory() as session, session.begin():
-            session.add(WebhookActivity(
-                created_at=delivery.received_at,
-                raw_webhook_id=raw_id,
-                recorder_id=recorder.id,
-                recorder_name=recorder.name,
-                status="failed",
-                reason=error.message[:255],
-                latency_ms=_elapsed_ms(delivery),
-            ))
-            counters.increment(session, ACTIVITY_COUNTER + "failed")
-            self._close_raw(session, raw_id, 400, "rejected", None)
+    def _result(self, delivery: Delivery, raw_id: int, recorder, decision: _Decision, activity_id,
+                job_refs) -> IngestResult:
+        """Log the outcome and build the response."""
+        if decision.outcome == "unknown_token":
+            logger.info("raw webhook %s: unknown token from %s", raw_id, delivery.source_ip)
+            return IngestResult(404, decision.payload, "unknown_token")
 
-    def _record_duplicate(self, delivery, raw_id, recorder, alert: Alert) -> None:
-        with self._session_factory() as session, session.begin():
-            session.add(WebhookActivity(
-                created_at=delivery.received_at,
-                raw_webhook_id=raw_id,
-                recorder_id=recorder.id,
-                recorder_name=recorder.name,
-                action=alert.action.value,
-                ticker=alert.contract.symbol,
-                status="duplicate",
-                reason="same alert within the duplicate window",
-                latency_ms=_elapsed_ms(delivery),
-            ))
-            counters.increment(session, ACTIVITY_COUNTER + "duplicate")
-            self._close_raw(session, raw_id, 200, "duplicate", alert)
+        if decision.outcome == "too_large":
+            logger.info("raw webhook %s for recorder %s: body of %d bytes is too large", raw_id, recorder.id,
+                        delivery.size_bytes)
+            return IngestResult(413, decision.payload, "too_large")
+
+        if decision.outcome == "rejected":
+            logger.info("raw webhook %s for recorder %s rejected: %s", raw_id, recorder.id, decision.reason)
+            return IngestResult(400, decision.payload, "rejected")
+
+        if decision.outcome == "duplicate":
+            logger.info("raw webhook %s for recorder %s: duplicate within the window", raw_id, recorder.id)
+            return IngestResult(200, decision.payload, "duplicate")
+
+        if decision.outcome == "blocked":
+            logger.info("activity %s: signal for recorder %s blocked (%s)", activity_id, recorder.id, decision.reason)
+            payload = {**decision.payload, "activity_id": activity_id}
+            return IngestResult(200, payload, "blocked", blocked_reason=decision.reason)
+
+        alert = decision.alert
+        logger.info("activity %s: %s %s for recorder %s queued %d job(s)",
+                    activity_id, alert.action.value, alert.contract.symbol, recorder.id, len(job_refs))
+        payload = {
+            "status": "accepted",
+            "activity_id": activity_id,
+            "action": alert.action.value,
+            "symbol": alert.contract.symbol,
+            "jobs": len(job_refs),
+        }
+        return IngestResult(200, payload, "accepted", jobs=job_refs)
 
     def _record_raw(self, delivery: Delivery) -> int:
-        text, truncated = redact_body(delivery.body, self._settings.raw_body_keep_bytes)
-        raw = RawWebhook(
-            received_at=delivery.received_at,
-            webhook_token=delivery.token[:128],
-            source_ip=delivery.source_ip,
-            content_type=(delivery.content_type or "")[:128] or None,
-            size_bytes=delivery.size_bytes,
-            body=text,
-            truncated=truncated or delivery.too_large,
-        )
+        """Insert the raw row alone, without an outcome; return its id."""
+        values = self._raw_values(delivery)
         with self._session_factory() as session, session.begin():
-            session.add(raw)
+            raw_id = session.connection().execute(_INSERT_RAW, values).inserted_primary_key[0]
             counters.increment(session, RAW_TOTAL_COUNTER)
-            session.flush()
-            return raw.id
+        return raw_id
 
-    def _finish_raw(self, raw_id: int, status_code: int, outcome: str, payload: dict) -> IngestResult:
-        with self._session_factory() as session, session.begin():
-            self._close_raw(session, raw_id, status_code, outcome, None)
-        return IngestResult(status_code, payload, outcome)
+    def _keep_raw_after_failure(self, delivery: Delivery, error: Exception) -> None:
+        """Keep the raw row of a delivery whose processing raised, so the raw log still shows it arrived."""
+        # Imported here because the spool module imports this one.
+        from .spool import is_database_unavailable
 
-    def _close_raw(self, session, raw_id: int, status_code: int, outcome: str, alert: Alert | None) -> None:
-        action = BREAKDOWN_NAMES[alert.action.value] if alert else None
-        session.execute(
-            _CLOSE_RAW, {"raw_id": raw_id, "raw_http_status": status_code, "raw_outcome": outcome, "raw_action": action}
-        )
-        counters.increment(session, RAW_ACTION_COUNTER + (action or "unparsed"))
+        if is_database_unavailable(error):
+            return  # the caller spools the delivery, and its replay writes the raw row
+        try:
+            raw_id = self._record_raw(delivery)
+        except Exception as second:
+            logger.warning("raw row of the failed delivery for token ...%s not written either (%s)",
+                           delivery.token[-4:], type(second).__name__)
+            return
+        logger.warning("raw webhook %s kept without an outcome: its processing raised %s",
+                       raw_id, type(error).__name__)
 
     def _maybe_clean_guards(self, now: dt.datetime) -> None:
         self._deliveries += 1
@@ -309,21 +349,50 @@ class WebhookIngestor:
             logger.warning("cleaning expired duplicate guards failed (%s); the next cleanup retries", type(error).__name__)
 
 
+    def _raw_values(self, delivery: Delivery) -> dict:
+        """Return the raw row's columns: the body redacted and cut to JT_RAW_BODY_KEEP_BYTES."""
+        text, truncated = redact_body(delivery.body, self._settings.raw_body_keep_bytes)
+        return {
+            "received_at": delivery.received_at,
+            "webhook_token": delivery.token[:128],
+            "source_ip": delivery.source_ip,
+            "content_type": (delivery.content_type or "")[:128] or None,
+            "size_bytes": delivery.size_bytes,
+            "body": text,
+            "truncated": truncated or delivery.too_large,
+        }
+
+
 # Statements of the hot path, built once on the tables: the ORM's handling of DML on a mapped class costs
 # several times the statement itself (bench/webhook_ack measures the path).
 _GUARDS = DuplicateGuard.__table__
-_RENEW_GUARD = (
-    update(_GUARDS)
-    .where(_GUARDS.c.fingerprint == bindparam("guard_fingerprint"), _GUARDS.c.expires_at <= bindparam("guard_now"))
-    .values(expires_at=bindparam("guard_expires_at"))
-)
-_INSERT_GUARD = insert(_GUARDS).values(
-    fingerprint=bindparam("guard_fingerprint"), expires_at=bindparam("guard_expires_at")
+
+
+def _claim_guard(insert):
+    statement = insert(_GUARDS).values(fingerprint=bindparam("guard_fingerprint"), expires_at=bindparam("guard_expires_at"))
+    statement = statement.on_conflict_do_update(
+        index_elements=[_GUARDS.c.fingerprint],
+        set_={"expires_at": statement.excluded.expires_at},
+        where=_GUARDS.c.expires_at <= bindparam("guard_now"),
+    )
+    # A row comes back when the guard was inserted or renewed, none when a live guard kept it.
+    return statement.returning(_GUARDS.c.fingerprint)
+
+
+_CLAIM_GUARD = {"postgresql": _claim_guard(postgresql.insert), "sqlite": _claim_guard(sqlite.insert)}
+_RECORDER = select(*filters.RECORDER_COLUMNS).where(Recorder.webhook_token == bindparam("recorder_token"))
+_RECORDER_FOR_UPDATE = _RECORDER.with_for_update()
+_MARK_SIGNAL = (
+    update(Recorder.__table__)
+    .where(Recorder.__table__.c.id == bindparam("signal_recorder_id"))
+    .values(last_signal_at=bindparam("signal_at"))
 )
 _JOBS = ExecutionJob.__table__
 # One executemany with RETURNING; sort_by_parameter_order pairs each id with its row.
 _INSERT_JOBS = insert(_JOBS).returning(_JOBS.c.id, sort_by_parameter_order=True)
+_INSERT_ACTIVITY = insert(WebhookActivity.__table__)
 _RAW = RawWebhook.__table__
+_INSERT_RAW = insert(_RAW)
 _CLOSE_RAW = (
     update(_RAW)
     .where(_RAW.c.id == bindparam("raw_id"))
@@ -331,8 +400,18 @@ _CLOSE_RAW = (
 )
 
 
-class _Duplicate(Exception):
-    pass
+def _breakdown_action(decision: _Decision) -> str | None:
+    return BREAKDOWN_NAMES[decision.alert.action.value] if decision.alert else None
+
+
+def _counter_names(decision: _Decision, new_raw: bool) -> list[str]:
+    """Return the counters one delivery raises: raw total (once per raw row), raw action and activity status."""
+    names = [RAW_ACTION_COUNTER + (_breakdown_action(decision) or "unparsed")]
+    if new_raw:
+        names.append(RAW_TOTAL_COUNTER)
+    if decision.activity_status:
+        names.append(ACTIVITY_COUNTER + decision.activity_status)
+    return names
 
 
 def _fingerprint(delivery: Delivery) -> str:
@@ -342,10 +421,6 @@ def _fingerprint(delivery: Delivery) -> str:
     digest.update(b"\0")
     digest.update(delivery.body.strip())
     return digest.hexdigest()
-
-
-def _is_guard_conflict(error: IntegrityError) -> bool:
-    return "webhook_duplicate_guard" in str(error.orig) or "fingerprint" in str(error.orig)
 
 
 def _elapsed_ms(delivery: Delivery) -> int:
