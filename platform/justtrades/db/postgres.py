@@ -16,7 +16,7 @@ thread that touches it waits forever. Three layers bound it:
 When a deadline expires, the engine treats the server as hung: pre-pings fail at once and only one thread at a
 time tries a new connection (the probe) while the others get an OperationalError at once. The first probe that
 connects ends that state. Webhook ingestion and the health check run with a short deadline (`urgent_calls`),
-because TradingView drops a request after 3 seconds; other work gets a deadline longer than the statement timeout.
+because TradingView drops a request after 3 seconds. Other work gets a deadline longer than the statement timeout.
 """
 
 from __future__ import annotations
