@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from . import __version__, check, settings
+from . import __version__, check, globex_holidays, market_hours, settings
 from .polling import PlatformClient
 from .scraper import PlatformScraper
 from .server import DEFAULT_PORT, Exporter, ExporterSettings, serve
@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     usage_exit = CHECK_USAGE_EXIT if args.command == "check" else SERVE_USAGE_EXIT
     try:
         exporter_settings = _exporter_settings(args)
-    except settings.SettingsError as error:
+        # An invalid JT_MARKET_HOLIDAYS_FILE is a usage error at start, not a failure in every scrape.
+        market_hours.load_holiday_overrides()
+    except (settings.SettingsError, globex_holidays.HolidayFileError) as error:
         print(f"justtrades-exporter: error: {error}", file=sys.stderr)
         return usage_exit
 

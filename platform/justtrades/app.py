@@ -9,6 +9,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .config import Settings
+from .markets import calendar
 from .runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ COMPONENTS = (
 def create_app(settings: Settings | None = None, *, start_background: bool = True, **component_settings) -> Flask:
     """Build the platform app; with start_background=False no thread starts (for unit tests)."""
     settings = settings or Settings.from_environ()
+    # An invalid JT_MARKET_HOLIDAYS_FILE fails here, at start, instead of in every /health request.
+    calendar.load_holiday_overrides()
 
     app = Flask(__name__)
     app.config.update(

@@ -1,18 +1,25 @@
-"""CME Globex session calendar: open hours, daily break, weekends, trading days and DST."""
+"""CME Globex session calendar: open hours, daily break, weekends, trading days and DST.
+
+Holiday hours are tested in test_globex_holidays.py; the properties here skip the days around holidays.
+"""
 
 import datetime as dt
 from zoneinfo import ZoneInfo
 
+import holidays
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from justtrades.markets.calendar import (
     add_business_days,
+    is_business_day,
     is_market_open,
     last_business_day,
+    session_close_of,
     session_date,
     session_end,
+    session_open_of,
     session_start,
 )
 
@@ -188,13 +195,29 @@ moments = st.datetimes(
 )
 
 
+def near_nyse_holiday(moment: dt.datetime) -> bool:
+    """Return True when an NYSE holiday or half day falls from the day before `moment` to three days after it.
+
+    Three days reach from a Saturday to the Tuesday whose session a Monday holiday moves it to.
+    """
+    day = moment.astimezone(NEW_YORK).date()
+    years = range(day.year - 1, day.year + 2)
+    closed = holidays.financial_holidays("XNYS", years=years)
+    half_days = holidays.financial_holidays("XNYS", years=years, categories=("half_day",))
+    nearby = [day + dt.timedelta(days=offset) for offset in range(-1, 4)]
+    return any(near in closed or near in half_days for near in nearby)
+
+
 @given(moments)
 def test_open_matches_published_hours(moment):
+    assume(not near_nyse_holiday(moment))
+
     assert is_market_open(moment) is expected_open(moment)
 
 
 @given(moments)
 def test_session_bounds_consistent(moment):
+    assume(not near_nyse_holiday(moment))
     start, end = session_start(moment), session_end(moment)
     trading_day = session_date(moment)
 
@@ -205,3 +228,17 @@ def test_session_bounds_consistent(moment):
     assert end - start == dt.timedelta(hours=23)
     assert moment < end
     assert (start <= moment) is is_market_open(moment)
+
+
+@given(moments)
+def test_session_date_within_bounds_any_day(moment):
+    # Holidays included: the moment lies between the previous trade date's close and its own close,
+    # which is what the daily PnL reset relies on.
+    trading_day = session_date(moment)
+    previous_close = session_close_of(add_business_days(trading_day, -1))
+
+    assert is_business_day(trading_day)
+    assert previous_close <= moment < session_close_of(trading_day)
+    assert previous_close < session_open_of(trading_day) < session_close_of(trading_day)
+    if is_market_open(moment):
+        assert session_open_of(trading_day) <= moment

@@ -125,7 +125,9 @@ def test_gold_dates_and_roll():
     assert contract.first_notice == dt.date(2027, 3, 31)
     assert contract.roll_date == dt.date(2027, 3, 29)
     assert contract.expiry == dt.date(2027, 4, 28)
-    assert resolve_symbol("GC1!", at("2027-03-26T15:00:00")).symbol == "GCJ7"
+    assert resolve_symbol("GC1!", at("2027-03-25T15:00:00")).symbol == "GCJ7"
+    # Good Friday 2027-03-26 is closed, so its time belongs to Monday's session, the roll date.
+    assert resolve_symbol("GC1!", at("2027-03-26T15:00:00")).symbol == "GCM7"
     assert resolve_symbol("GC1!", at("2027-03-29T15:00:00")).symbol == "GCM7"
     assert resolve_symbol("MGC1!", at("2027-03-29T15:00:00")).symbol == "MGCM7"
 
