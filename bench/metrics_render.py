@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import shutil
 import statistics
 import sys
@@ -39,6 +40,25 @@ def _scrape_times(url: str, scrapes: int, budget_seconds: float) -> tuple[list[f
     return times, size
 
 
+def _complete_exposition(url: str, timeout: float = 60.0) -> bytes:
+    """Return a /metrics body in which every collector completed, so the baseline serves the same series."""
+    connection = load.Connection(url, timeout=30)
+    deadline = time.monotonic() + timeout
+    while True:
+        body = connection.request("GET", "/metrics", None, {})[1]
+        if b"justtrades_metrics_collector_up{" in body and b'"} 0.0' not in _collector_lines(body):
+            connection.close()
+            return body
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"GET {url}/metrics still shows a collector down after {timeout:.0f} s; "
+                               "see platform.log in the work folder (--keep)")
+        time.sleep(0.2)
+
+
+def _collector_lines(body: bytes) -> bytes:
+    return b"\n".join(line for line in body.splitlines() if line.startswith(b"justtrades_metrics_collector_up{"))
+
+
 def _seed(database_url: str, args, workdir: Path) -> None:
     servers.seed_platform(database_url, workloads.many_traders(args.accounts, args.traders), workdir)
     writer = bulk.BulkWriter(database_url)
@@ -58,10 +78,11 @@ def run(args) -> Report:
             _seed(database_url, args, workdir)
             report.figure("workload", f"{args.traders} traders, {args.accounts} accounts, {args.symbols} symbols, "
                           f"{args.accounts * args.symbols} positions, {args.fills} fills, {args.database}")
+            report.figure("JT_METRICS_REFRESH_SECONDS", os.environ.get("JT_METRICS_REFRESH_SECONDS") or "unset (5)")
 
             with servers.start_platform(database_url, workdir) as platform:
                 _scrape_times(platform.url, 20, args.seconds / 4)  # warm-up
-                exposition = load.Connection(platform.url, 30).request("GET", "/metrics", None, {})[1]
+                exposition = _complete_exposition(platform.url)
                 (workdir / "exposition.txt").write_bytes(exposition)
                 platform_times, platform_size = _scrape_times(platform.url, args.scrapes, args.seconds)
 

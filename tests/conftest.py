@@ -26,6 +26,8 @@ ON_CI = os.environ.get("CI", "").lower() == "true"
 # Daemons that would connect to TradingView or Tradovate stay off unless a test points them at a local peer;
 # subprocesses started by tests inherit this.
 os.environ.setdefault("JT_FEEDS_ENABLED", "false")
+# Every scrape reads the database, so tests compare /metrics with the JSON endpoints without waiting for a refresh.
+os.environ.setdefault("JT_METRICS_REFRESH_SECONDS", "0")
 
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 _real_getaddrinfo = socket.getaddrinfo

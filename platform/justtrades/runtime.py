@@ -11,30 +11,15 @@ import threading
 from typing import Any, Callable, Iterable
 
 from prometheus_client.core import CollectorRegistry, Metric
-from prometheus_client.registry import Collector
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import Settings
 from .daemons import ThreadRegistry
 from .db.engine import create_database_engine, create_session_factory
+from .monitoring.refresher import MetricsSnapshot
 
 logger = logging.getLogger(__name__)
-
-
-class _SnapshotCollector(Collector):
-    """Adapts a function that yields metric families to the prometheus_client collector interface."""
-
-    def __init__(self, name: str, collect: Callable[[], Iterable[Metric]]):
-        self.name = name
-        self._collect = collect
-
-    def collect(self):
-        try:
-            yield from self._collect()
-        except Exception:
-            # One broken subsystem must not blank the whole scrape; its gauges go missing instead.
-            logger.exception("metrics collector %s failed; its metrics are left out of this scrape", self.name)
 
 
 class Runtime:
@@ -50,6 +35,8 @@ class Runtime:
         self.engine: Engine = create_database_engine(settings.database_url)
         self.session_factory: sessionmaker[Session] = create_session_factory(self.engine)
         self.registry = CollectorRegistry(auto_describe=False)
+        self.metrics_snapshot = MetricsSnapshot()
+        self.registry.register(self.metrics_snapshot)
 
         # The time of arrival of webhooks; tests replace it to replay alerts at a fixed moment.
         self.clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
@@ -60,8 +47,8 @@ class Runtime:
         self.threads = ThreadRegistry(self.component_settings.get("threads"), shutdown_event=self.shutdown_event)
 
     def add_collector(self, name: str, collect: Callable[[], Iterable[Metric]]) -> None:
-        """Register a function that builds fresh metric families from a snapshot on every scrape."""
-        self.registry.register(_SnapshotCollector(name, collect))
+        """Register a function that builds metric families from a snapshot; the metrics refresher runs it."""
+        self.metrics_snapshot.add(name, collect)
 
     def on_start(self, callback: Callable[[], None]) -> None:
         """Run callback when background work starts (not in unit tests built with start_background=False)."""

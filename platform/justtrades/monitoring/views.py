@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client import ProcessCollector, disable_created_metrics
 
 from ..auth import admin_or_api_key_required, entity_debugging_access
-from . import metrics, snapshots
+from . import metrics, refresher, snapshots
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +21,7 @@ def init_app(app, runtime) -> None:
     disable_created_metrics()
     ProcessCollector(registry=runtime.registry)
     runtime.add_collector("signal path", lambda: metrics.signal_path_families(runtime))
+    refresher.init_app(runtime)
     app.register_blueprint(blueprint)
 
 
@@ -127,4 +128,5 @@ def recorder_execution_status(recorder_id: int):
 
 @blueprint.get("/metrics")
 def prometheus_metrics():
-    return Response(generate_latest(_runtime().registry), mimetype=CONTENT_TYPE_LATEST)
+    runtime = _runtime()
+    return Response(runtime.metrics_snapshot.render(runtime.registry), mimetype=CONTENT_TYPE_LATEST)

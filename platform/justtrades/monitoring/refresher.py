@@ -1,0 +1,218 @@
+"""The last metrics snapshot: the collectors' families, refreshed by a background thread so a scrape reads no database.
+
+Every function passed to `runtime.add_collector` builds its families from the same snapshot functions the JSON
+endpoints serialise. Reading them costs about 27 SQL statements, so the `metrics-refresher` thread runs all of them
+every JT_METRICS_REFRESH_SECONDS and `/metrics` renders the families of the last completed run. Once the first run
+has finished, a scrape never waits for the database: when a refresh hangs or fails, it still returns the last
+snapshot, and `justtrades_metrics_snapshot_age_seconds` grows. Before that, a scrape waits for the first run up to
+FIRST_SNAPSHOT_WAIT_SECONDS.
+
+With JT_METRICS_REFRESH_SECONDS=0, and in a process whose background threads never started (unit tests built with
+start_background=False), every scrape runs the collectors itself, as before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from typing import Callable, Iterable
+
+from prometheus_client import generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+logger = logging.getLogger(__name__)
+
+REFRESHER_THREAD = "metrics-refresher"
+DEFAULT_REFRESH_SECONDS = 5.0
+# Maximum wait of a scrape for the refresher's first snapshot after start-up, well below Prometheus's default
+# scrape timeout of 10 s.
+FIRST_SNAPSHOT_WAIT_SECONDS = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricsSettings:
+    """How often the refresher rebuilds the snapshot; 0 means on every scrape."""
+
+    refresh_seconds: float = DEFAULT_REFRESH_SECONDS
+
+    def __post_init__(self):
+        if not 0 <= self.refresh_seconds <= 3600:
+            raise ValueError(
+                f"JT_METRICS_REFRESH_SECONDS={self.refresh_seconds!r} is out of range: use seconds from 0 to 3600, "
+                f"below the Prometheus scrape interval (default {DEFAULT_REFRESH_SECONDS}; 0 refreshes on every scrape)"
+            )
+
+    @classmethod
+    def from_environ(cls, environ=None) -> "MetricsSettings":
+        environ = os.environ if environ is None else environ
+        raw = environ.get("JT_METRICS_REFRESH_SECONDS")
+        if raw in (None, ""):
+            return cls()
+        try:
+            seconds = float(raw)
+        except ValueError:
+            raise ValueError(
+                f"JT_METRICS_REFRESH_SECONDS={raw!r} is invalid: set it to seconds such as "
+                f"{DEFAULT_REFRESH_SECONDS}, or 0 to refresh on every scrape"
+            ) from None
+        return cls(refresh_seconds=seconds)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Snapshot:
+    families: list[Metric]
+    collectors_up: dict[str, bool]
+    taken_at: float  # time.time() when the refresh started, so the age covers the oldest reading in it
+    exposition: bytes  # the families and the collector_up gauge in the text format, rendered once per refresh
+
+
+class _Families:
+    """A registry-like object over a fixed list of families, for generate_latest."""
+
+    def __init__(self, families: list[Metric]):
+        self._families = families
+
+    def collect(self):
+        return iter(self._families)
+
+
+class MetricsSnapshot(Collector):
+    """The registry's collector of every `add_collector` function; yields the last snapshot's families."""
+
+    def __init__(self, clock: Callable[[], float] = time.time):
+        self._collectors: list[tuple[str, Callable[[], Iterable[Metric]]]] = []
+        self._clock = clock
+        self._snapshot: _Snapshot | None = None
+        self._failing: set[str] = set()
+        self._failing_lock = threading.Lock()
+        # Set once the refresher thread first runs, and never cleared, so a crashed refresher does not make
+        # scrapes read the database themselves.
+        self._background = threading.Event()
+        self._first_snapshot = threading.Event()
+        # The snapshot that render() has already written out in this thread; collect() then adds only its age.
+        self._rendering = threading.local()
+
+    def add(self, name: str, collect: Callable[[], Iterable[Metric]]) -> None:
+        self._collectors.append((name, collect))
+
+    def refresh(self) -> None:
+        """Run every collector and replace the snapshot; a failing collector keeps the families it built before it failed."""
+        taken_at = self._clock()
+        families, collectors_up = [], {}
+        for name, collect in list(self._collectors):
+            collectors_up[name] = self._run_collector(name, collect, families)
+        exposition = generate_latest(_Families([*families, _collectors_up_family(collectors_up)]))
+
+        # One assignment, so a concurrent scrape sees either the old snapshot or the new one whole.
+        self._snapshot = _Snapshot(families, collectors_up, taken_at, exposition)
+        self._first_snapshot.set()
+
+    def _run_collector(self, name: str, collect, families: list[Metric]) -> bool:
+        try:
+            for family in collect():
+                families.append(family)
+        except Exception:
+            self._record_failure(name)
+            return False
+        self._record_success(name)
+        return True
+
+    def _record_failure(self, name: str) -> None:
+        # Log the first failure of a streak with its traceback; the repeats every few seconds would flood the log.
+        with self._failing_lock:
+            first = name not in self._failing
+            self._failing.add(name)
+        if first:
+            logger.exception("metrics collector %s failed; its metrics are left out until it works again "
+                             "(justtrades_metrics_collector_up{collector=%r} is 0)", name, name)
+
+    def _record_success(self, name: str) -> None:
+        with self._failing_lock:
+            recovered = name in self._failing
+            self._failing.discard(name)
+        if recovered:
+            logger.info("metrics collector %s works again", name)
+
+    def _current(self) -> _Snapshot | None:
+        if not self._background.is_set():
+            self.refresh()
+        elif self._snapshot is None:
+            self._first_snapshot.wait(FIRST_SNAPSHOT_WAIT_SECONDS)
+        return self._snapshot
+
+    def collect(self):
+        rendered = getattr(self._rendering, "snapshot", None)
+        if rendered is not None:
+            yield self._age_family(rendered)
+            return
+
+        snapshot = self._current()
+        if snapshot is None:
+            # The refresher's first run has not finished (a hung database, say): show that, not invented values.
+            yield _collectors_up_family({name: False for name, _ in self._collectors})
+            return
+        yield from snapshot.families
+        yield _collectors_up_family(snapshot.collectors_up)
+        yield self._age_family(snapshot)
+
+    def render(self, registry) -> bytes:
+        """Return the exposition of `registry`, which holds this collector, as generate_latest(registry) would.
+
+        The snapshot's part was rendered at refresh time, so a scrape formats only the live collectors (the
+        histograms and the process collector) and the snapshot's age. Formatting the snapshot's families again
+        on every scrape cost about 0.7 ms of CPU here (about 270 series).
+        """
+        snapshot = self._current()
+        if snapshot is None:
+            return generate_latest(registry)
+
+        self._rendering.snapshot = snapshot
+        try:
+            live = generate_latest(registry)
+        finally:
+            self._rendering.snapshot = None
+        return snapshot.exposition + live
+
+    def _age_family(self, snapshot: _Snapshot) -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "justtrades_metrics_snapshot_age_seconds",
+            "Seconds since the refresh that built this scrape's justtrades_* series started. The series are read at "
+            "most JT_METRICS_REFRESH_SECONDS plus one refresh earlier while the metrics-refresher thread works; "
+            "a growing age means the refresh hangs or its thread stopped.",
+            value=max(self._clock() - snapshot.taken_at, 0.0),
+        )
+
+    def run(self, context, interval: float) -> None:
+        """Refresh every `interval` seconds until the runtime stops; the target of the metrics-refresher thread."""
+        self._background.set()
+        while not context.stopping():
+            started = time.monotonic()
+            self.refresh()
+            context.beat()
+            context.wait(max(interval - (time.monotonic() - started), 0.0))
+
+
+def _collectors_up_family(collectors_up: dict[str, bool]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(
+        "justtrades_metrics_collector_up",
+        "1 when the collector completed in the refresh that built this scrape, 0 when it failed (its series are "
+        "then missing or partial; the platform log has the error).",
+        labels=["collector"],
+    )
+    for name, up in collectors_up.items():
+        family.add_metric([name], 1.0 if up else 0.0)
+    return family
+
+
+def init_app(runtime) -> None:
+    """Start the refresher thread unless JT_METRICS_REFRESH_SECONDS is 0."""
+    settings = runtime.component_settings.get("metrics") or MetricsSettings.from_environ()
+    if settings.refresh_seconds == 0:
+        logger.info("metrics refresher is off (JT_METRICS_REFRESH_SECONDS=0): every scrape reads the database")
+        return
+    snapshot = runtime.metrics_snapshot
+    runtime.threads.register(REFRESHER_THREAD, lambda context: snapshot.run(context, settings.refresh_seconds))
