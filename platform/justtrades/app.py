@@ -5,12 +5,13 @@ from __future__ import annotations
 import importlib
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .config import Settings
 from .markets import calendar
 from .runtime import Runtime
+from .webhooks.spool import is_database_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +19,9 @@ logger = logging.getLogger(__name__)
 # /api/activate would read and hash a body of any size. The webhook view lifts it and reads at most its own limit
 # plus one byte, so that an oversized delivery still reaches the raw log.
 MAX_REQUEST_BYTES = 1024 * 1024
+
+# Seconds a client is asked to wait (Retry-After) when a request fails because the database is unavailable.
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 # Each module has init_app(app, runtime); order matters where one component uses another's services.
 COMPONENTS = (
@@ -81,11 +85,29 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected_error(error: Exception):
+        if is_database_unavailable(error):
+            return _database_unavailable(error)
+
         # A bug must not leak a stack trace or a secret to the client; the log has the details.
         logger.exception("unhandled error while serving the request")
         response = jsonify({"error": "internal error; the server log has the details", "status": 500})
         response.status_code = 500
         return response
+
+
+def _database_unavailable(error: Exception):
+    """Answer 503 for a request that failed because the database is stopped, hung or out of connections.
+
+    It is an outage, not a bug, so the log gets one line without a traceback and the client learns to retry.
+    """
+    logger.warning("%s %s failed: database unavailable (%s)", request.method, request.path, type(error).__name__)
+    response = jsonify({
+        "error": "database unavailable: retry later; GET /health/detailed shows the database state",
+        "status": 503,
+    })
+    response.status_code = 503
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+    return response
 
 
 def _register_security_headers(app: Flask) -> None:

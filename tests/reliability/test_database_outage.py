@@ -120,6 +120,7 @@ def test_outage_spools_and_replays_every_delivery(private_postgres, tmp_path):
         outage_health = wait_until(lambda: (lambda d: d if d["database"]["ok"] is False else None)(_detailed(server)),
                                    10, "/health/detailed never reported the database as down")
         wait_until(lambda: _spool(server)["depth"] > 0, 10, "no delivery was spooled during the outage")
+        outage_listing = server.get("/api/webhook-activity")
         outage_metrics = _metrics(server)
         outage_spool = _spool(server)
         deepest_spool = 0
@@ -151,6 +152,8 @@ def test_outage_spools_and_replays_every_delivery(private_postgres, tmp_path):
     # The outage showed on every surface.
     assert outage_health["database"]["ok"] is False
     assert outage_health["status"] == "degraded"
+    assert outage_listing.status_code == 503
+    assert outage_listing.headers["Retry-After"] == "5"
     assert outage_metrics[("justtrades_database_up", ())] == 0
     assert outage_metrics[("justtrades_webhook_spool_depth", ())] >= 1
     assert outage_spool["depth"] >= 1
