@@ -96,7 +96,7 @@ def _register_error_handlers(app: Flask) -> None:
 
 
 def _database_unavailable(error: Exception):
-    """Answer 503 for a request that failed because the database is stopped, hung or out of connections.
+    """Build the 503 response for a request that failed because the database is stopped, hung or out of connections.
 
     It is an outage, not a bug, so the log gets one line without a traceback and the client learns to retry.
     """
