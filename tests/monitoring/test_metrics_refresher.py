@@ -132,7 +132,7 @@ def test_failing_collector_is_down_and_keeps_partial_families():
     assert latest[("jt_test_runs", ())] == 1
 
 
-def test_hung_refresh_leaves_scrape_the_last_snapshot():
+def test_hung_collector_keeps_last_values_others_update():
     clock = FakeClock()
     snapshot, registry = snapshot_in_registry(clock)
     release = threading.Event()
@@ -144,11 +144,12 @@ def test_hung_refresh_leaves_scrape_the_last_snapshot():
         if len(runs) == 2:
             entered.set()
             release.wait(30)
-        yield GaugeMetricFamily("jt_test_runs", "Runs of the test collector.", value=len(runs))
+        yield GaugeMetricFamily("jt_test_hanging_runs", "Runs of the hanging collector.", value=len(runs))
 
+    quick = CountingCollector()
+    snapshot.add("quick", quick)
     snapshot.add("hanging", hangs_on_second_run)
-    context = OneRunContext(runs=2)
-    refresher = threading.Thread(target=snapshot.run, args=(context, 0.01), daemon=True)
+    refresher = threading.Thread(target=snapshot.run, args=(OneRunContext(runs=2), 0.01), daemon=True)
     refresher.start()
     try:
         assert entered.wait(10), "the refresher never started its second run"
@@ -159,7 +160,8 @@ def test_hung_refresh_leaves_scrape_the_last_snapshot():
         refresher.join(10)
 
     assert not refresher.is_alive()
-    assert latest[("jt_test_runs", ())] == 1
+    assert latest[("jt_test_runs", ())] == 2
+    assert latest[("jt_test_hanging_runs", ())] == 1
     assert latest[("justtrades_metrics_snapshot_age_seconds", ())] == 42
 
 

@@ -27,13 +27,13 @@ def timestamp(moment: dt.datetime) -> float:
 
 
 def signal_path_families(runtime):
-    """Yield the service, broker-execution and webhook families; names and meanings are in docs/metrics.md."""
-    yield from _service_families(runtime)
+    """Yield the broker-execution and webhook families; names and meanings are in docs/metrics.md."""
     yield from _execution_families(runtime)
     yield from _webhook_families(runtime)
 
 
-def _service_families(runtime):
+def service_families(runtime):
+    """Yield the health, build and database families; names and meanings are in docs/metrics.md."""
     document, healthy = snapshots.health(runtime)
     yield gauge("justtrades_up", "1 when /health answers 200 (the platform and its database work).", healthy)
     yield gauge("justtrades_market_open", "1 while the CME Globex futures session is open.", document["market_open"])

@@ -63,11 +63,13 @@ class MetricsSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Snapshot:
+class _Result:
+    """One collector's part of the snapshot."""
+
     families: list[Metric]
-    collectors_up: dict[str, bool]
-    taken_at: float  # time.time() when the refresh started, so the age covers the oldest reading in it
-    exposition: bytes  # the families and the collector_up gauge in the text format, rendered once per refresh
+    exposition: bytes  # the families in the text format, rendered once per refresh
+    up: bool
+    taken_at: float  # time.time() when the collector started, so the age covers the oldest reading in it
 
 
 class _Families:
@@ -81,35 +83,48 @@ class _Families:
 
 
 class MetricsSnapshot(Collector):
-    """The registry's collector of every `add_collector` function; yields the last snapshot's families."""
+    """The registry's collector of every `add_collector` function; yields the last snapshot's families.
+
+    Each collector's result replaces its part of the snapshot as soon as it completes. So when the database hangs,
+    `justtrades_database_up 0` from the quick health check shows while later collectors still wait for the
+    database, and their series keep their last values.
+    """
 
     def __init__(self, clock: Callable[[], float] = time.time):
         self._collectors: list[tuple[str, Callable[[], Iterable[Metric]]]] = []
         self._clock = clock
-        self._snapshot: _Snapshot | None = None
+        self._results: dict[str, _Result] = {}
+        self._publish_lock = threading.Lock()
         self._failing: set[str] = set()
-        self._failing_lock = threading.Lock()
         # Set once the refresher thread first runs, and never cleared, so a crashed refresher does not make
         # scrapes read the database themselves.
         self._background = threading.Event()
         self._first_snapshot = threading.Event()
-        # The snapshot that render() has already written out in this thread; collect() then adds only its age.
+        # The results that render() has already written out in this thread; collect() then adds only the gauges
+        # about the snapshot.
         self._rendering = threading.local()
 
     def add(self, name: str, collect: Callable[[], Iterable[Metric]]) -> None:
         self._collectors.append((name, collect))
 
     def refresh(self) -> None:
-        """Run every collector and replace the snapshot; a failing collector keeps the families it built before it failed."""
-        taken_at = self._clock()
-        families, collectors_up = [], {}
-        for name, collect in list(self._collectors):
-            collectors_up[name] = self._run_collector(name, collect, families)
-        exposition = generate_latest(_Families([*families, _collectors_up_family(collectors_up)]))
+        """Run every collector in registration order and publish each result when it completes.
 
-        # One assignment, so a concurrent scrape sees either the old snapshot or the new one whole.
-        self._snapshot = _Snapshot(families, collectors_up, taken_at, exposition)
+        A failing collector keeps the families it built before it failed.
+        """
+        for name, collect in list(self._collectors):
+            taken_at = self._clock()
+            families: list[Metric] = []
+            up = self._run_collector(name, collect, families)
+            self._publish(name, _Result(families, generate_latest(_Families(families)), up, taken_at))
         self._first_snapshot.set()
+
+    def _publish(self, name: str, result: _Result) -> None:
+        # A new dict in one assignment, so a concurrent scrape reads either the old results or the new ones whole.
+        with self._publish_lock:
+            results = dict(self._results)
+            results[name] = result
+            self._results = results
 
     def _run_collector(self, name: str, collect, families: list[Metric]) -> bool:
         try:
@@ -123,7 +138,7 @@ class MetricsSnapshot(Collector):
 
     def _record_failure(self, name: str) -> None:
         # Log the first failure of a streak with its traceback; the repeats every few seconds would flood the log.
-        with self._failing_lock:
+        with self._publish_lock:
             first = name not in self._failing
             self._failing.add(name)
         if first:
@@ -131,59 +146,57 @@ class MetricsSnapshot(Collector):
                              "(justtrades_metrics_collector_up{collector=%r} is 0)", name, name)
 
     def _record_success(self, name: str) -> None:
-        with self._failing_lock:
+        with self._publish_lock:
             recovered = name in self._failing
             self._failing.discard(name)
         if recovered:
             logger.info("metrics collector %s works again", name)
 
-    def _current(self) -> _Snapshot | None:
+    def _current(self) -> dict[str, _Result]:
         if not self._background.is_set():
             self.refresh()
-        elif self._snapshot is None:
+        else:
             self._first_snapshot.wait(FIRST_SNAPSHOT_WAIT_SECONDS)
-        return self._snapshot
+        return self._results
 
     def collect(self):
-        rendered = getattr(self._rendering, "snapshot", None)
+        rendered = getattr(self._rendering, "results", None)
         if rendered is not None:
-            yield self._age_family(rendered)
+            yield from self._snapshot_families(rendered)
             return
 
-        snapshot = self._current()
-        if snapshot is None:
-            # The refresher's first run has not finished (a hung database, say): show that, not invented values.
-            yield _collectors_up_family({name: False for name, _ in self._collectors})
-            return
-        yield from snapshot.families
-        yield _collectors_up_family(snapshot.collectors_up)
-        yield self._age_family(snapshot)
+        results = self._current()
+        for result in results.values():
+            yield from result.families
+        yield from self._snapshot_families(results)
 
     def render(self, registry) -> bytes:
-        """Return the exposition of `registry`, which holds this collector, as generate_latest(registry) would.
+        """Return the exposition of `registry`, which contains this collector, as generate_latest(registry) would.
 
-        The snapshot's part was rendered at refresh time, so a scrape formats only the live collectors (the
-        histograms and the process collector) and the snapshot's age. Formatting the snapshot's families again
-        on every scrape cost about 0.7 ms of CPU here (about 270 series).
+        The collectors' families were rendered at refresh time, so a scrape formats only the live metrics (the
+        histograms and the process collector) and the gauges about the snapshot. Formatting about 270 snapshot
+        series again on every scrape cost about 0.7 ms of CPU on the development machine.
         """
-        snapshot = self._current()
-        if snapshot is None:
-            return generate_latest(registry)
-
-        self._rendering.snapshot = snapshot
+        results = self._current()
+        self._rendering.results = results
         try:
             live = generate_latest(registry)
         finally:
-            self._rendering.snapshot = None
-        return snapshot.exposition + live
+            self._rendering.results = None
+        return b"".join(result.exposition for result in results.values()) + live
 
-    def _age_family(self, snapshot: _Snapshot) -> GaugeMetricFamily:
-        return GaugeMetricFamily(
+    def _snapshot_families(self, results: dict[str, _Result]):
+        # A collector without a result yet (the first refresh still runs) shows as down.
+        yield _collectors_up_family({name: name in results and results[name].up for name, _ in self._collectors})
+        if not results:
+            return
+        oldest = min(result.taken_at for result in results.values())
+        yield GaugeMetricFamily(
             "justtrades_metrics_snapshot_age_seconds",
-            "Seconds since the refresh that built this scrape's justtrades_* series started. The series are read at "
-            "most JT_METRICS_REFRESH_SECONDS plus one refresh earlier while the metrics-refresher thread works; "
-            "a growing age means the refresh hangs or its thread stopped.",
-            value=max(self._clock() - snapshot.taken_at, 0.0),
+            "Seconds since the oldest collector run behind this scrape's snapshot series started. They are at most "
+            "JT_METRICS_REFRESH_SECONDS plus one refresh old while the metrics-refresher thread works; a growing "
+            "age means a refresh hangs or the thread stopped.",
+            value=max(self._clock() - oldest, 0.0),
         )
 
     def run(self, context, interval: float) -> None:
