@@ -414,7 +414,7 @@ def collect_thread_metrics(registry: ThreadRegistry):
 
 def init_app(app: Flask, runtime) -> None:
     app.register_blueprint(blueprint)
-    runtime.add_collector("threads", lambda: collect_thread_metrics(runtime.threads))
+    runtime.add_collector("threads", lambda: collect_thread_metrics(runtime.threads), live=True)
 
     # Components register their threads in init_app; the registry starts them all together with the runtime.
     runtime.on_start(runtime.threads.start)

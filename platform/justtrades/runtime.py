@@ -46,9 +46,12 @@ class Runtime:
         self.shutdown_event = threading.Event()
         self.threads = ThreadRegistry(self.component_settings.get("threads"), shutdown_event=self.shutdown_event)
 
-    def add_collector(self, name: str, collect: Callable[[], Iterable[Metric]]) -> None:
-        """Register a function that builds metric families from a snapshot; the metrics refresher runs it."""
-        self.metrics_snapshot.add(name, collect)
+    def add_collector(self, name: str, collect: Callable[[], Iterable[Metric]], *, live: bool = False) -> None:
+        """Register a function that builds metric families from a snapshot; the metrics refresher runs it.
+
+        live=True runs it on every scrape instead; only for collectors that read no database.
+        """
+        self.metrics_snapshot.add(name, collect, live=live)
 
     def on_start(self, callback: Callable[[], None]) -> None:
         """Run callback when background work starts (not in unit tests built with start_background=False)."""

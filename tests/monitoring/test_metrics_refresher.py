@@ -87,6 +87,23 @@ def test_scrape_renders_last_refresh_without_collecting():
     assert first[("justtrades_metrics_collector_up", (("collector", "counting"),))] == 1
 
 
+def test_live_collector_runs_on_every_scrape():
+    snapshot, registry = snapshot_in_registry()
+    refreshed = CountingCollector()
+    live = CountingCollector("jt_test_live_runs")
+    snapshot.add("refreshed", refreshed)
+    snapshot.add("live", live, live=True)
+
+    snapshot.run(OneRunContext(runs=1), interval=5)
+    snapshot.render(registry)
+    latest = values(snapshot.render(registry))
+
+    assert refreshed.runs == 1
+    assert live.runs == 2
+    assert latest[("jt_test_live_runs", ())] == 2
+    assert latest[("justtrades_metrics_collector_up", (("collector", "live"),))] == 1
+
+
 def test_without_refresher_every_scrape_collects():
     snapshot, registry = snapshot_in_registry()
     collector = CountingCollector()

@@ -41,8 +41,8 @@ def init_app(app, runtime) -> None:
         runtime.token_refresher.register_threads(runtime.threads)
 
     app.register_blueprint(views.blueprint)
-    runtime.add_collector("tradingview", lambda: metrics.collect_tradingview(runtime.price_feed))
-    runtime.add_collector("position_monitor", lambda: metrics.collect_position_monitor(runtime.position_monitor))
+    runtime.add_collector("tradingview", lambda: metrics.collect_tradingview(runtime.price_feed), live=True)
+    runtime.add_collector("position_monitor", lambda: metrics.collect_position_monitor(runtime.position_monitor), live=True)
     runtime.add_collector("accounts", lambda: _collect_accounts(runtime))
 
 

@@ -49,7 +49,7 @@ def _init_spool(runtime) -> None:
     )
     runtime.threads.register("webhook-spool-replayer", replayer.run, restart="always")
     runtime.on_stop(spool.close)
-    runtime.add_collector("webhook spool", lambda: collect_spool_metrics(spool))
+    runtime.add_collector("webhook spool", lambda: collect_spool_metrics(spool), live=True)
 
 
 def _submit_jobs(runtime, result) -> None:
