@@ -2,7 +2,10 @@
 
 The server sends `o` on open and `h` heartbeats; requests arrive as "endpoint\\nid\\n\\nbody". `authorize`
 returns a[{"s":200,"i":id}] for a token in `valid_tokens` and s:401 otherwise. `user/syncrequest` returns s:200
-with the accounts' contracts, after which `push_event()` sends `props` events to every subscribed socket.
+with the accounts' contracts, orders, fills and positions (the lists `contracts`, `orders`, `fills` and
+`positions`, empty apart from the contracts unless a test fills them), after which `push_event()` sends `props`
+events to every subscribed socket. `disconnect_all()` closes the subscribed sockets, so clients reconnect and
+sync again.
 
 Modes (switch with `set_mode`, new connections use the new mode):
 - normal: as above;
@@ -34,6 +37,10 @@ class TradovateSocketPeer:
         self.valid_tokens = set(valid_tokens or ())
         self.heartbeat_seconds = heartbeat_seconds
         self.contracts = list(DEFAULT_CONTRACTS)
+        # Entities the sync response lists, as Tradovate's does for the day's orders, fills and open positions.
+        self.orders: list[dict] = []
+        self.fills: list[dict] = []
+        self.positions: list[dict] = []
 
         self._lock = threading.Lock()
         self._mode = mode
@@ -82,6 +89,16 @@ class TradovateSocketPeer:
             except ConnectionClosed:
                 continue
         return delivered
+
+    def disconnect_all(self) -> int:
+        """Close every subscribed socket; return how many were closed."""
+        with self._lock:
+            targets = list(self._subscribed)
+            self._subscribed = []
+        for connection, send_lock in targets:
+            with send_lock:
+                connection.close()
+        return len(targets)
 
     # Connection handling
 
@@ -146,7 +163,9 @@ class TradovateSocketPeer:
             with self._lock:
                 self.sync_requests.append(request)
             accounts = [{"id": account_id, "name": f"DEMO{account_id}"} for account_id in request.get("accounts", [])]
-            data = {"users": [], "accounts": accounts, "positions": [], "contracts": self.contracts}
+            with self._lock:
+                data = {"users": [], "accounts": accounts, "orders": list(self.orders), "fills": list(self.fills),
+                        "positions": list(self.positions), "contracts": list(self.contracts)}
             return data_frame({"s": 200, "i": request_id, "d": data}), True
 
         return data_frame({"s": 404, "i": request_id, "d": f"unknown endpoint {endpoint}"}), False

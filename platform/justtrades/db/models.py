@@ -233,6 +233,7 @@ class Order(Base):
 
 class Fill(Base):
     __tablename__ = "fills"
+    __table_args__ = (UniqueConstraint("account_id", "broker_fill_id", name="uq_fills_account_broker_fill"),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), index=True)
@@ -243,6 +244,8 @@ class Fill(Base):
     quantity: Mapped[int] = mapped_column(Integer)
     price: Mapped[Decimal] = mapped_column(ExactDecimal)
     filled_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # Tradovate's fill id, for fills recorded by the position monitor; NULL for paper fills.
+    broker_fill_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class TraderPosition(Base):

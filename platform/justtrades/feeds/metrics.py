@@ -97,15 +97,33 @@ def collect_position_monitor(monitor):
         events.add_metric([event_type], float(status["events"][event_type]))
     yield events
 
-    for name, field, documentation in (
-        ("justtrades_position_monitor_auth_failures_total", "auth_failures", "Authorize requests without an s:200 response"),
-        ("justtrades_position_monitor_stale_windows_total", "stale_detections", "Stats windows in which a socket received nothing"),
+    writes = status["writes"]
+    for name, value, documentation in (
+        ("justtrades_position_monitor_auth_failures_total", status["auth_failures"], "Authorize requests without an s:200 response"),
+        ("justtrades_position_monitor_stale_windows_total", status["stale_detections"], "Stats windows in which a socket received nothing"),
         (
             "justtrades_position_monitor_account_group_errors_total",
-            "account_group_errors",
+            status["account_group_errors"],
             "Failed loads of the Tradovate account groups",
+        ),
+        ("justtrades_position_monitor_fills_recorded_total", writes["fills_recorded"], "Tradovate fills written to the fills table"),
+        (
+            "justtrades_position_monitor_write_failures_total",
+            writes["write_failures"],
+            "Failed database writes of fill and position events, retries included",
+        ),
+        (
+            "justtrades_position_monitor_events_dropped_total",
+            writes["events_dropped"],
+            "Fill and position events dropped because the writer's queue was full",
         ),
     ):
         counter = CounterMetricFamily(name, documentation)
-        counter.add_metric([], float(status[field]))
+        counter.add_metric([], float(value))
         yield counter
+
+    yield _gauge(
+        "justtrades_position_monitor_write_queue_events",
+        "Fill and position events waiting to be written",
+        writes["write_queue_events"],
+    )

@@ -17,6 +17,8 @@ import websocket
 from ..daemons import ThreadContext, redact_error
 from . import tradovate_protocol as protocol
 from .account_groups import AccountGroup
+from .broker_events import InvalidEntity, Scope, parse_fill, parse_position
+from .event_writer import EventWriter
 from .settings import PositionMonitorSettings
 from .tradingview import backoff_delay
 
@@ -49,9 +51,12 @@ def _utc_now() -> dt.datetime:
 class GroupConnection:
     """State and loop of one token group's socket; the monitor reads `describe()` for the status endpoint."""
 
-    def __init__(self, group: AccountGroup, settings: PositionMonitorSettings, count: Callable[[str, str | None], None]):
+    def __init__(self, group: AccountGroup, settings: PositionMonitorSettings, count: Callable[[str, str | None], None],
+                 writer: EventWriter | None = None):
         self.settings = settings
         self._count = count  # reports to the monitor's totals: count("events", "position"), count("auth_failures", None)
+        self._writer = writer  # records fill and position events in its own thread; None records nothing
+        self._resync_generation = writer.resync_generation if writer is not None else 0
         self._lock = threading.Lock()
         self._group = group
         self._socket: websocket.WebSocket | None = None
@@ -68,6 +73,7 @@ class GroupConnection:
         self.stale_windows = 0
         self.connects = 0
         self.last_error: str | None = None
+        self.invalid_entities = 0
 
         self._contract_names: dict[int, str] = {}
         self._order_accounts: dict[int, int] = {}
@@ -188,6 +194,9 @@ class GroupConnection:
             raise ConnectionFailed(f"Sync request failed — {status} response for accounts {account_ids}")
 
         self._remember_sync_data(response.data)
+        if self._writer is not None:
+            self._resync_generation = self._writer.resync_generation
+        self._record_sync_data(group, response.data)
         self._subscribed_at = time.monotonic()
         self._set_state("subscribed")
         logger.info("%s Subscribed to sync for accounts %s", group.token_label, account_ids)
@@ -221,6 +230,8 @@ class GroupConnection:
             window_messages += self.messages - before[0]
             window_data += self.data_messages - before[1]
 
+            if self._writer is not None and self._writer.resync_generation != self._resync_generation:
+                raise ConnectionFailed("Reconnecting to sync again: fill or position events were dropped")
             if time.monotonic() < window_end:
                 continue
 
@@ -292,6 +303,40 @@ class GroupConnection:
         for order in data.get("orders") or []:
             self._remember_order(order)
 
+    def _record_sync_data(self, group: AccountGroup, data) -> None:
+        """Hand the sync response's fills and positions to the writer: after a reconnect they replay what was missed."""
+        if not isinstance(data, dict) or self._writer is None:
+            return
+        events = [self._parse_entity(group, "fill", "Created", fill) for fill in data.get("fills") or []]
+        events += [self._parse_entity(group, "position", "Updated", item) for item in data.get("positions") or []]
+        self._writer.submit_batch([event for event in events if event is not None])
+
+    def _record_entity(self, group: AccountGroup, entity_type: str, event_type: str, entity) -> None:
+        if self._writer is None:
+            return
+        event = self._parse_entity(group, entity_type, event_type, entity)
+        if event is not None:
+            self._writer.submit(event)
+
+    def _parse_entity(self, group: AccountGroup, entity_type: str, event_type: str, entity):
+        """Return the fill or position event of an entity, or None (logged and counted) when it is invalid."""
+        scope = Scope(tuple((a.broker_account_id, a.id) for a in group.accounts if a.broker_account_id is not None),
+                      group.token_label)
+        try:
+            if not isinstance(entity, dict):
+                raise InvalidEntity(f"{entity_type} entity is {type(entity).__name__}, not an object")
+            if entity_type == "fill":
+                account = entity.get("accountId") or self._order_accounts.get(entity.get("orderId"))
+                event = parse_fill(entity, scope, account, self._symbol(entity), event_type)
+            else:
+                event = parse_position(entity, scope, self._symbol(entity))
+        except InvalidEntity as error:
+            with self._lock:
+                self.invalid_entities += 1
+            logger.warning("%s Invalid %s entity not recorded: %s", group.token_label, entity_type, error)
+            return None
+        return event
+
     def _remember_contract(self, contract: dict) -> None:
         if isinstance(contract, dict) and isinstance(contract.get("id"), int) and contract.get("name"):
             self._contract_names[contract["id"]] = str(contract["name"])
@@ -324,6 +369,7 @@ class GroupConnection:
                 entity.get("netPos"),
                 entity.get("netPrice"),
             )
+            self._record_entity(group, "position", event.event_type, entity)
         elif event_type == "fill":
             account = entity.get("accountId") or self._order_accounts.get(entity.get("orderId"))
             logger.info(
@@ -336,6 +382,7 @@ class GroupConnection:
                 entity.get("price"),
                 entity.get("orderId"),
             )
+            self._record_entity(group, "fill", event.event_type, entity)
 
     # Status
 
@@ -365,5 +412,6 @@ class GroupConnection:
                 "errors": self.errors,
                 "stale_detections": self.stale_windows,
                 "connects": self.connects,
+                "invalid_entities": self.invalid_entities,
                 "last_error": self.last_error,
             }

@@ -17,6 +17,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..daemons import ThreadContext, ThreadRegistry, redact_error
 from .account_groups import AccountGroup, load_account_groups
 from .advisory_lock import AdvisoryLock
+from .event_writer import THREAD_NAME as WRITER_THREAD_NAME
+from .event_writer import EventWriter
 from .position_connection import EVENT_TYPES, STATES, GroupConnection
 from .settings import PositionMonitorSettings
 
@@ -35,6 +37,7 @@ class PositionMonitor:
         self.session_factory = session_factory
         self.threads = threads
         self.lock = AdvisoryLock(engine, "justtrades.position-monitor")
+        self.writer = EventWriter(session_factory)
 
         self._lock = threading.Lock()
         self._connections: dict[str, GroupConnection] = {}
@@ -48,6 +51,7 @@ class PositionMonitor:
 
     def register_threads(self) -> None:
         self.threads.register(THREAD_NAME, self.run, restart="always", on_stop=self._release)
+        self.threads.register(WRITER_THREAD_NAME, self.writer.run, restart="always")
 
     # Totals reported by the connections
 
@@ -119,7 +123,7 @@ class PositionMonitor:
                 connection.update_group(group)
                 continue
 
-            connection = GroupConnection(group, self.settings, self.count)
+            connection = GroupConnection(group, self.settings, self.count, self.writer)
             with self._lock:
                 self._connections[name] = connection
             self.threads.register(name, connection.run, restart="always", on_stop=connection.close)
@@ -166,5 +170,7 @@ class PositionMonitor:
             "stale_detections": totals["stale_windows"],
             "account_group_errors": totals["account_group_errors"],
             "errors": sum(c["errors"] for c in connections),
+            "invalid_entities": sum(c["invalid_entities"] for c in connections),
+            "writes": self.writer.snapshot(),
             "connections": connections,
         }
