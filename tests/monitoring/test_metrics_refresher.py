@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
-from justtrades.monitoring.refresher import REFRESHER_THREAD, MetricsSettings, MetricsSnapshot
+from justtrades.monitoring.refresher import HEALTH_LANE, REFRESHER_THREAD, MetricsSettings, MetricsSnapshot
 
 from ..conftest import TEST_API_KEY, build_app
 
@@ -182,6 +182,45 @@ def test_hung_collector_keeps_last_values_others_update():
     assert latest[("justtrades_metrics_snapshot_age_seconds", ())] == 42
 
 
+def test_health_lane_publishes_while_database_lane_hangs():
+    snapshot, registry = snapshot_in_registry()
+    release = threading.Event()
+    entered = threading.Event()
+
+    def hangs():
+        entered.set()
+        release.wait(30)
+        yield GaugeMetricFamily("jt_test_hanging_runs", "Runs of the hanging collector.", value=1)
+
+    health = CountingCollector("jt_test_health_runs")
+    snapshot.add("hanging", hangs)
+    snapshot.add("health", health, lane=HEALTH_LANE)
+    database_thread = threading.Thread(target=snapshot.run, args=(OneRunContext(runs=1), 0.01), daemon=True)
+    health_thread = threading.Thread(target=snapshot.run, args=(OneRunContext(runs=3), 0.01, HEALTH_LANE), daemon=True)
+    database_thread.start()
+    try:
+        assert entered.wait(10), "the database lane never started"
+        health_thread.start()
+        health_thread.join(10)
+        latest = values(snapshot.render(registry))
+    finally:
+        release.set()
+        database_thread.join(10)
+
+    assert not health_thread.is_alive()
+    assert health.runs == 3
+    assert latest[("jt_test_health_runs", ())] == 3
+    assert ("jt_test_hanging_runs", ()) not in latest
+    assert latest[("justtrades_metrics_collector_up", (("collector", "hanging"),))] == 0
+
+
+def test_unknown_lane_is_rejected():
+    snapshot = MetricsSnapshot()
+
+    with pytest.raises(ValueError, match="lane 'slow'"):
+        snapshot.add("counting", CountingCollector(), lane="slow")
+
+
 @pytest.mark.parametrize("raw", ["soon", "-1", "7200"])
 def test_invalid_refresh_seconds_names_variable(raw):
     with pytest.raises(ValueError, match="JT_METRICS_REFRESH_SECONDS"):
@@ -214,6 +253,7 @@ def test_refresher_thread_brings_webhook_into_metrics(database_url, monkeypatch)
 
     assert raw_total == 1
     assert threads[REFRESHER_THREAD]["status"] == "running"
+    assert threads["metrics-health"]["status"] == "running"
     assert latest.get(("justtrades_raw_webhooks_total", ())) == raw_total
     assert latest[("justtrades_metrics_collector_up", (("collector", "signal path"),))] == 1
     assert latest[("justtrades_metrics_snapshot_age_seconds", ())] >= 0

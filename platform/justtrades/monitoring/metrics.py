@@ -27,13 +27,14 @@ def timestamp(moment: dt.datetime) -> float:
 
 
 def signal_path_families(runtime):
-    """Yield the broker-execution and webhook families; names and meanings are in docs/metrics.md."""
+    """Yield the status, broker-execution and webhook families; names and meanings are in docs/metrics.md."""
+    yield from _status_families(runtime)
     yield from _execution_families(runtime)
     yield from _webhook_families(runtime)
 
 
 def service_families(runtime):
-    """Yield the health, build and database families; names and meanings are in docs/metrics.md."""
+    """Yield the health, build and database families; their only statement is the health check's SELECT 1."""
     document, healthy = snapshots.health(runtime)
     yield gauge("justtrades_up", "1 when /health answers 200 (the platform and its database work).", healthy)
     yield gauge("justtrades_market_open", "1 while the CME Globex futures session is open.", document["market_open"])
@@ -51,9 +52,13 @@ def service_families(runtime):
         pool.add_metric([state], detailed_pool[state])
     yield pool
 
-    if not healthy:
+
+def _status_families(runtime):
+    try:
+        status = snapshots.system_status(runtime)
+    except Exception:
+        # Without the database these counts cannot be read; leave their series out rather than guess.
         return
-    status = snapshots.system_status(runtime)
     yield gauge("justtrades_open_trades", "Positions with a non-zero net position.", status["open_trades"])
     yield gauge("justtrades_indexed_positions", "Positions the platform tracks, flat ones included.", status["indexed_positions"])
     yield gauge("justtrades_indexed_trades", "Fills the platform has recorded.", status["indexed_trades"])

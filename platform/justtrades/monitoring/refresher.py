@@ -29,6 +29,13 @@ from prometheus_client.registry import Collector
 logger = logging.getLogger(__name__)
 
 REFRESHER_THREAD = "metrics-refresher"
+HEALTH_THREAD = "metrics-health"
+# Collectors run in lanes, one thread each. The health lane runs only statements with the short urgent deadline,
+# so its thread publishes justtrades_database_up 0 while the database lane waits up to JT_DB_REPLY_TIMEOUT_SECONDS
+# on a hung database.
+DATABASE_LANE = "database"
+HEALTH_LANE = "health"
+_LANE_THREADS = {DATABASE_LANE: REFRESHER_THREAD, HEALTH_LANE: HEALTH_THREAD}
 DEFAULT_REFRESH_SECONDS = 5.0
 # Maximum wait of a scrape for the refresher's first snapshot after start-up, well below Prometheus's default
 # scrape timeout of 10 s.
@@ -93,7 +100,7 @@ class MetricsSnapshot(Collector):
     """
 
     def __init__(self, clock: Callable[[], float] = time.time):
-        self._collectors: list[tuple[str, Callable[[], Iterable[Metric]]]] = []
+        self._collectors: list[tuple[str, Callable[[], Iterable[Metric]], str]] = []
         self._live_collectors: list[tuple[str, Callable[[], Iterable[Metric]]]] = []
         self._clock = clock
         self._results: dict[str, _Result] = {}
@@ -103,25 +110,43 @@ class MetricsSnapshot(Collector):
         # scrapes read the database themselves.
         self._background = threading.Event()
         self._first_snapshot = threading.Event()
+        self._lanes_done: set[str] = set()
         # The results that render() has already written out in this thread; collect() then adds only the gauges
         # about the snapshot.
         self._rendering = threading.local()
 
-    def add(self, name: str, collect: Callable[[], Iterable[Metric]], *, live: bool = False) -> None:
-        """Register a collector; a live one runs on every scrape instead of in the refresher."""
-        (self._live_collectors if live else self._collectors).append((name, collect))
+    def add(self, name: str, collect: Callable[[], Iterable[Metric]], *, live: bool = False,
+            lane: str = DATABASE_LANE) -> None:
+        """Register a collector; a live one runs on every scrape instead of in a refresher thread."""
+        if lane not in _LANE_THREADS:
+            raise ValueError(f"metrics lane {lane!r} of collector {name!r} is unknown; use one of {sorted(_LANE_THREADS)}")
+        if live:
+            self._live_collectors.append((name, collect))
+        else:
+            self._collectors.append((name, collect, lane))
 
-    def refresh(self) -> None:
-        """Run every collector in registration order and publish each result when it completes.
+    def lanes(self) -> list[str]:
+        """Return the lanes that have collectors, each of which needs its refresher thread."""
+        return sorted({lane for _, _, lane in self._collectors})
+
+    def refresh(self, lane: str | None = None) -> None:
+        """Run the collectors of `lane` (all with None) in registration order; publish each result when it completes.
 
         A failing collector keeps the families it built before it failed.
         """
-        for name, collect in list(self._collectors):
+        for name, collect, collector_lane in list(self._collectors):
+            if lane is not None and collector_lane != lane:
+                continue
             taken_at = self._clock()
             families: list[Metric] = []
             up = self._run_collector(name, collect, families)
             self._publish(name, _Result(families, generate_latest(_Families(families)), up, taken_at))
-        self._first_snapshot.set()
+
+        with self._publish_lock:
+            self._lanes_done.update([lane] if lane is not None else self.lanes())
+            complete = self._lanes_done.issuperset(self.lanes())
+        if complete:
+            self._first_snapshot.set()
 
     def _publish(self, name: str, result: _Result) -> None:
         # A new dict in one assignment, so a concurrent scrape reads either the old results or the new ones whole.
@@ -194,7 +219,7 @@ class MetricsSnapshot(Collector):
 
     def _snapshot_families(self, results: dict[str, _Result], live_up: dict[str, bool]):
         # A collector without a result yet (the first refresh still runs) shows as down.
-        collectors_up = {name: name in results and results[name].up for name, _ in self._collectors}
+        collectors_up = {name: name in results and results[name].up for name, _, _ in self._collectors}
         yield _collectors_up_family({**collectors_up, **live_up})
         if not results:
             return
@@ -207,12 +232,12 @@ class MetricsSnapshot(Collector):
             value=max(self._clock() - oldest, 0.0),
         )
 
-    def run(self, context, interval: float) -> None:
-        """Refresh every `interval` seconds until the runtime stops; the target of the metrics-refresher thread."""
+    def run(self, context, interval: float, lane: str = DATABASE_LANE) -> None:
+        """Refresh `lane` every `interval` seconds until the runtime stops; the target of a refresher thread."""
         self._background.set()
         while not context.stopping():
             started = time.monotonic()
-            self.refresh()
+            self.refresh(lane)
             context.beat()
             context.wait(max(interval - (time.monotonic() - started), 0.0))
 
@@ -230,10 +255,13 @@ def _collectors_up_family(collectors_up: dict[str, bool]) -> GaugeMetricFamily:
 
 
 def init_app(runtime) -> None:
-    """Start the refresher thread unless JT_METRICS_REFRESH_SECONDS is 0."""
+    """Register a refresher thread per lane unless JT_METRICS_REFRESH_SECONDS is 0; call it after every add()."""
     settings = runtime.component_settings.get("metrics") or MetricsSettings.from_environ()
     if settings.refresh_seconds == 0:
         logger.info("metrics refresher is off (JT_METRICS_REFRESH_SECONDS=0): every scrape reads the database")
         return
     snapshot = runtime.metrics_snapshot
-    runtime.threads.register(REFRESHER_THREAD, lambda context: snapshot.run(context, settings.refresh_seconds))
+    for lane in (DATABASE_LANE, HEALTH_LANE):
+        runtime.threads.register(
+            _LANE_THREADS[lane], lambda context, lane=lane: snapshot.run(context, settings.refresh_seconds, lane)
+        )

@@ -20,9 +20,9 @@ def init_app(app, runtime) -> None:
     # _created series double the exposition size and no rule or dashboard here reads them.
     disable_created_metrics()
     ProcessCollector(registry=runtime.registry)
-    # A collector of its own, so the metrics refresher publishes the health check's result even while the
-    # signal path's statements still wait for a hung database.
-    runtime.add_collector("service", lambda: metrics.service_families(runtime))
+    # In the health lane, so its thread publishes the health check's result even while the signal path's
+    # statements still wait for a hung database.
+    runtime.metrics_snapshot.add("service", lambda: metrics.service_families(runtime), lane=refresher.HEALTH_LANE)
     runtime.add_collector("signal path", lambda: metrics.signal_path_families(runtime))
     refresher.init_app(runtime)
     app.register_blueprint(blueprint)
