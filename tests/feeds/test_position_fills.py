@@ -319,3 +319,22 @@ def test_dropped_events_resynced(monkeypatch, ids, socket_peer, make_app):
     rows = fills(app)
     assert sorted(row.broker_fill_id for row in rows) == [str(i) for i in range(880401, 880406)]
     assert len(socket_peer.sync_requests) >= 2
+
+
+def test_inactive_fill_kept_correction_applied(platform, socket_peer):
+    socket_peer.push_event("order", {"id": 880300, "accountId": BROKER_ACCOUNT, "contractId": GCZ6})
+    socket_peer.push_event("fill", fill_entity(880501))
+    wait_until(lambda: fills(platform), message="fill row")
+
+    corrected = dict(fill_entity(880501), price=2944.1)
+    socket_peer.push_event("fill", corrected, "Updated")
+    wait_until(lambda: fills(platform)[0].price == Decimal("2944.1"), message="corrected price")
+
+    socket_peer.push_event("fill", dict(corrected, active=False), "Updated")
+    socket_peer.push_event("fill", dict(fill_entity(880502), active=False))
+    wait_until(lambda: writes(platform)["fills_inactive"] == 2, message="inactive fills handled")
+
+    rows = fills(platform)
+    assert [row.broker_fill_id for row in rows] == ["880501"]
+    assert rows[0].price == Decimal("2944.1")
+    assert writes(platform)["fills_recorded"] == 1
