@@ -66,6 +66,10 @@ def _create_sqlite_engine(url) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # 128 KiB of page cache per connection instead of SQLite's 2 MiB: with up to 30 pooled connections the
+        # default let RSS grow by tens of MiB as the file grew (bench.memory: +24% over 10,000 webhooks, +4% with
+        # this). Reads still hit the operating system's file cache.
+        cursor.execute("PRAGMA cache_size=-128")
         cursor.close()
 
     @event.listens_for(engine, "begin")
