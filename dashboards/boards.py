@@ -444,6 +444,14 @@ def market_data() -> dict:
                            "{{instance}} {{state}}")], stacked=True, width=8),
         timeseries("Process memory", "Resident memory of each platform process (platform job only).", "bytes",
                    [Target(sel("process_resident_memory_bytes"), PER_INSTANCE)], width=8),
+        timeseries("Metrics snapshot age", "Age of the snapshot behind each platform process's /metrics "
+                   "(platform job only). It is refreshed every JT_METRICS_REFRESH_SECONDS (5 s by default); an age "
+                   "that keeps growing means a refresh waits, usually for the database.", "s",
+                   [Target(sel("justtrades_metrics_snapshot_age_seconds"), PER_INSTANCE)], width=8),
+        timeseries("Metrics collectors down", "Collectors whose last run failed, per replica (platform job "
+                   "only). Their series are missing or partial; the platform log has the error.", "short",
+                   [Target(f"sum by (instance, collector) (1 - {sel('justtrades_metrics_collector_up')})",
+                           "{{instance}} {{collector}}")], width=8),
         table("Versions", "The platform version each replica runs (justtrades_build_info), so a half-finished "
               "rollout shows up.", "none",
               [Target(sel("justtrades_build_info"), instant=True, table=True)],
