@@ -221,6 +221,15 @@ def test_fill_of_unknown_account_skipped(platform, socket_peer):
     assert fills(platform) == []
 
 
+def test_fill_of_unseen_order_skipped(platform, socket_peer, caplog):
+    socket_peer.push_event("fill", {"id": 880111, "orderId": 880110, "contractId": GCZ6, "action": "Buy", "qty": 1,
+                                    "price": 2945.3})
+
+    wait_until(lambda: writes(platform)["fills_unattributed"] == 1, message="unattributed fill")
+    assert fills(platform) == []
+    assert "Fill 880111 of order 880110 has no known account (no order entity seen); not recorded" in caplog.text
+
+
 def test_invalid_fill_counted_not_recorded(platform, socket_peer):
     socket_peer.push_event("fill", {"id": 880201, "orderId": 1, "contractId": GCZ6, "action": "Hold", "qty": 1,
                                     "price": 1})

@@ -182,8 +182,13 @@ class EventWriter:
             self._count("fills_inactive")
         elif outcome == fills.UNATTRIBUTED and isinstance(event, FillEvent):
             self._count("fills_unattributed")
-            logger.debug("%s Fill %s (order %s) belongs to no account of this group; not recorded",
-                         label, event.fill_id, event.broker_order_id)
+            if event.broker_account_id is None:
+                # No order entity named the account and no platform order matched: the fill may be this group's.
+                logger.warning("%s Fill %s of order %s has no known account (no order entity seen); not recorded",
+                               label, event.fill_id, event.broker_order_id)
+            else:
+                logger.debug("%s Fill %s (order %s) belongs to account %s outside this group; not recorded",
+                             label, event.fill_id, event.broker_order_id, event.broker_account_id)
         elif outcome == fills.UPDATED:
             self._count("positions_updated")
 
