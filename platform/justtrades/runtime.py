@@ -35,8 +35,7 @@ class Runtime:
         self.engine: Engine = create_database_engine(settings.database_url)
         self.session_factory: sessionmaker[Session] = create_session_factory(self.engine)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.metrics_snapshot = MetricsSnapshot()
-        self.registry.register(self.metrics_snapshot)
+        self.metrics_snapshot = MetricsSnapshot(self.registry)
 
         # The time of arrival of webhooks; tests replace it to replay alerts at a fixed moment.
         self.clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)

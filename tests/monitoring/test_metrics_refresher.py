@@ -118,17 +118,36 @@ def test_without_refresher_every_scrape_collects():
 
 
 def test_render_matches_generate_latest_with_live_metrics():
-    snapshot, registry = snapshot_in_registry()
+    registry = CollectorRegistry(auto_describe=False)
+    snapshot = MetricsSnapshot(registry, clock=FakeClock())
     snapshot.add("counting", CountingCollector())
-    live = Counter("jt_test_live_events", "Live test events.", registry=registry)
+    snapshot.add("live", CountingCollector("jt_test_live_runs"), live=True)
+    events = Counter("jt_test_events", "Test events.", registry=registry)
+    events.inc(7)
     snapshot.run(OneRunContext(runs=1), interval=5)
-    live.inc(7)
+    snapshot.run(OneRunContext(runs=1), interval=5, lane=HEALTH_LANE)
 
     rendered = values(snapshot.render(registry))
     generated = values(generate_latest(registry))
 
-    assert rendered == generated
-    assert rendered[("jt_test_live_events_total", ())] == 7
+    assert rendered.keys() == generated.keys()
+    assert rendered[("jt_test_events_total", ())] == 7
+    assert rendered[("jt_test_runs", ())] == 1
+
+
+def test_registry_metrics_refresh_with_health_lane():
+    registry = CollectorRegistry(auto_describe=False)
+    snapshot = MetricsSnapshot(registry, clock=FakeClock())
+    events = Counter("jt_test_events", "Test events.", registry=registry)
+    snapshot.run(OneRunContext(runs=1), interval=5, lane=HEALTH_LANE)
+    events.inc(3)
+
+    before = values(snapshot.render(registry))
+    snapshot.run(OneRunContext(runs=1), interval=5, lane=HEALTH_LANE)
+    after = values(snapshot.render(registry))
+
+    assert before[("jt_test_events_total", ())] == 0
+    assert after[("jt_test_events_total", ())] == 3
 
 
 def test_failing_collector_is_down_and_keeps_partial_families():
