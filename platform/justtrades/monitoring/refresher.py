@@ -1,9 +1,9 @@
-"""The last metrics snapshot: the collectors' families, refreshed by a background thread so a scrape reads no database.
+"""The last metrics snapshot: the collectors' families, refreshed by background threads so a scrape reads no database.
 
 Every function passed to `runtime.add_collector` builds its families from the same snapshot functions the JSON
 endpoints serialise. Reading them costs about 27 SQL statements, so refresher threads run them every
-JT_METRICS_REFRESH_SECONDS (`metrics-health` the health check, `metrics-refresher` the rest) and `/metrics` renders
-the families of the last completed runs. Collectors registered
+JT_METRICS_REFRESH_SECONDS (`metrics-health` the health check and the registry's histograms and process metrics,
+`metrics-refresher` the rest) and `/metrics` joins the text they rendered in their last runs. Collectors registered
 with live=True read only process memory or local files (thread health, the webhook spool, the feeds), so they run
 on every scrape and stay current while a refresh waits for the database. Once the first run
 has finished, a scrape never waits for the database: when a refresh hangs or fails, it still returns the last
