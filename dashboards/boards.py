@@ -423,6 +423,18 @@ def market_data() -> dict:
                    "Tradovate, per replica.", "s",
                    [Target(age("justtrades_position_monitor_last_message_timestamp_seconds", "instance"),
                            PER_INSTANCE)]),
+        timeseries("Broker fills recorded", "Tradovate fills written to the fills table per minute, so live "
+                   "traders' losses reach the daily PnL, and failed writes of fill and position events (each "
+                   "retry counted). Failures with no fills mean the database is unreachable.", "cpm",
+                   [Target(f"sum by (job) ({rate('justtrades_position_monitor_fills_recorded_total')}) * 60",
+                           "fills recorded"),
+                    Target(f"sum by (job) ({rate('justtrades_position_monitor_write_failures_total')}) * 60",
+                           "write failures")], bars=True),
+        timeseries("Event write queue", "Fill and position events waiting for the database writer per replica, "
+                   "and events dropped per minute on a full queue (a re-sync recovers them).", "short",
+                   [Target(sel("justtrades_position_monitor_write_queue_events"), "{{instance}} waiting"),
+                    Target(f"sum by (instance) ({rate('justtrades_position_monitor_events_dropped_total')}) * 60",
+                           "{{instance}} dropped per minute")]),
 
         row("Threads"),
         state_timeline("Thread state", "Each background thread per replica: running or not. An expected "
