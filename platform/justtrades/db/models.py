@@ -220,7 +220,7 @@ class Order(Base):
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
     trader_id: Mapped[int | None] = mapped_column(ForeignKey("traders.id"))
     client_order_id: Mapped[str] = mapped_column(String(96), unique=True)
-    broker_order_id: Mapped[str | None] = mapped_column(String(64))
+    broker_order_id: Mapped[str | None] = mapped_column(String(64), index=True)
     symbol: Mapped[str] = mapped_column(String(32))
     side: Mapped[str] = mapped_column(String(8))  # Buy or Sell
     quantity: Mapped[int] = mapped_column(Integer)

@@ -88,7 +88,6 @@ def _find_order(session: Session, event: FillEvent) -> Order | None:
         return None
     known = event.scope.account_id(event.broker_account_id)
     account_ids = [known] if known is not None else event.scope.account_ids
-    # NOTE: orders.broker_order_id has no index; the account_id index narrows the scan to the group's orders.
     return session.scalars(
         select(Order)
         .where(Order.broker_order_id == event.broker_order_id, Order.account_id.in_(account_ids))
