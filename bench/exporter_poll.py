@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 from urllib.parse import urlencode
 
 from . import bulk, load, servers, workloads
@@ -67,8 +64,7 @@ def _scrape_times(url: str, scrapes: int) -> list[float]:
 
 def run(args) -> Report:
     report = Report("exporter poll")
-    workdir = Path(tempfile.mkdtemp(prefix="jt-bench-exporter-"))
-    try:
+    with servers.work_folder("exporter", args.keep) as workdir:
         with database_url_for(args.database, workdir) as database_url:
             servers.seed_platform(database_url, workloads.many_traders(args.accounts, args.traders), workdir)
             writer = bulk.BulkWriter(database_url)
@@ -93,11 +89,6 @@ def run(args) -> Report:
             report.figure("exporter scrape, median", ms(statistics.median(scrapes)), f"sum {ms(endpoint_sum)}")
             report.figure("exporter scrape, p90", ms(load.percentile(scrapes, 0.9)))
             report.goal("exporter scrape vs sum of endpoint times", statistics.median(scrapes) / endpoint_sum, 1.2, "x")
-    finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"kept {workdir}")
     report.finish()
     return report
 
@@ -107,10 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--traders", type=int, default=1000, help="traders (default 1000)")
     parser.add_argument("--accounts", type=int, default=200, help="paper accounts (default 200)")
     parser.add_argument("--fills", type=int, default=20_000, help="fills, one a second up to now (default 20000)")
-    parser.add_argument("--requests", type=int, default=10, help="timed requests per endpoint (default 20)")
-    parser.add_argument("--scrapes", type=int, default=10, help="timed exporter scrapes (default 20)")
-    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite", help="default sqlite")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder with the server logs")
+    parser.add_argument("--requests", type=int, default=10, help="timed requests per endpoint (default 10)")
+    parser.add_argument("--scrapes", type=int, default=10, help="timed exporter scrapes (default 10)")
+    servers.add_database_argument(parser)
+    servers.add_keep_argument(parser)
     run(parser.parse_args(argv))
     return 0
 

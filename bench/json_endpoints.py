@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -116,15 +114,9 @@ def _measure_backend(report: Report, backend: str, args, workdir: Path) -> bool:
 
 def run(args) -> Report:
     report = Report("JSON endpoints")
-    workdir = Path(tempfile.mkdtemp(prefix="jt-bench-json-"))
-    try:
+    with servers.work_folder("json", args.keep) as workdir:
         for backend in args.database:
             _measure_backend(report, backend, args, workdir)
-    finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"kept {workdir}")
     report.finish()
     return report
 
@@ -138,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="time budget per endpoint; a slower endpoint gets fewer requests (default 10)")
     parser.add_argument("--database", choices=("sqlite", "postgresql"), action="append",
                         help="repeatable; default both")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder with the server logs")
+    servers.add_keep_argument(parser)
     args = parser.parse_args(argv)
     args.database = args.database or ["sqlite", "postgresql"]
     run(args)

@@ -10,12 +10,9 @@ state in memory without a bound. The baseline is the bare Flask app taking the s
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import requests
 
@@ -86,9 +83,8 @@ def _wait_for_empty_queue(url: str, timeout: float) -> None:
 
 def run(args) -> Report:
     report = Report("memory")
-    workdir = Path(tempfile.mkdtemp(prefix="jt-bench-memory-"))
     warmup = max(1, args.webhooks // 10)
-    try:
+    with servers.work_folder("memory", args.keep) as workdir:
         with database_url_for(args.database, workdir) as database_url:
             servers.seed_platform(database_url, workloads.recorder_with_traders(args.traders, token=TOKEN), workdir)
             report.figure("workload", f"{args.webhooks} webhooks ({warmup} of them warm-up), {args.traders} traders, "
@@ -111,11 +107,6 @@ def run(args) -> Report:
             report.figure("growth after warm-up", f"{100 * (final - warm) / warm:.1f}%",
                           f"{100 * (bare_final - bare_warm) / bare_warm:.1f}%")
             report.goal("RSS growth after warm-up", 100 * (final - warm) / warm, 10.0, "%")
-    finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"kept {workdir}")
     report.finish()
     return report
 
@@ -126,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--traders", type=int, default=2, help="traders of the recorder (default 2)")
     parser.add_argument("--connections", type=int, default=4, help="closed-loop connections (default 4)")
     parser.add_argument("--steps", type=int, default=5, help="RSS readings after the warm-up (default 5)")
-    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite", help="default sqlite")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder with the server logs")
+    servers.add_database_argument(parser)
+    servers.add_keep_argument(parser)
     run(parser.parse_args(argv))
     return 0
 

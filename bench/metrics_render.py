@@ -12,10 +12,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -72,8 +70,7 @@ def _seed(database_url: str, args, workdir: Path) -> None:
 
 def run(args) -> Report:
     report = Report("/metrics render")
-    workdir = Path(tempfile.mkdtemp(prefix="jt-bench-metrics-"))
-    try:
+    with servers.work_folder("metrics", args.keep) as workdir:
         with database_url_for(args.database, workdir) as database_url:
             _seed(database_url, args, workdir)
             report.figure("workload", f"{args.traders} traders, {args.accounts} accounts, {args.symbols} symbols, "
@@ -99,11 +96,6 @@ def run(args) -> Report:
                               ms(load.percentile(bare_times, fraction)))
             report.goal("median scrape vs bare registry", statistics.median(platform_times)
                         / statistics.median(bare_times), 1.5, "x")
-    finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"kept {workdir}")
     report.finish()
     return report
 
@@ -118,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scrapes", type=int, default=200, help="timed scrapes of each server (default 200)")
     parser.add_argument("--seconds", type=float, default=30,
                         help="time budget of the timed scrapes of each server (default 30)")
-    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite", help="default sqlite")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder with the server logs")
+    servers.add_database_argument(parser)
+    servers.add_keep_argument(parser)
     run(parser.parse_args(argv))
     return 0
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -186,3 +189,24 @@ def start_exporter(platform_url: str, workdir: Path) -> ServerProcess:
     # The exporter has no cheaper page than /metrics, and one scrape polls every endpoint of the platform.
     return ServerProcess("exporter", argv, env, workdir, health_path="/metrics", url_pattern=pattern,
                          url_in_log=True, health_timeout=60.0).start(timeout=180.0)
+
+
+@contextlib.contextmanager
+def work_folder(name: str, keep: bool):
+    """Create a run's temporary folder for databases and server logs, and remove it afterwards unless `keep`."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"jt-bench-{name}-"))
+    try:
+        yield workdir
+    finally:
+        if keep:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def add_keep_argument(parser) -> None:
+    parser.add_argument("--keep", action="store_true", help="keep the work folder with the server logs")
+
+
+def add_database_argument(parser) -> None:
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite", help="default sqlite")

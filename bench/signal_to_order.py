@@ -18,10 +18,8 @@ import concurrent.futures
 import datetime as dt
 import math
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -99,9 +97,8 @@ def _direct_orders(stub_url: str, traders: int, workers: int) -> float:
 
 def run(args) -> Report:
     report = Report("signal to order")
-    workdir = Path(tempfile.mkdtemp(prefix="jt-bench-s2o-"))
     limit = math.ceil(args.traders / args.workers) * args.latency_ms / 1000
-    try:
+    with servers.work_folder("s2o", args.keep) as workdir:
         with database_url_for(args.database, workdir) as database_url, \
                 servers.start_tradovate_stub(workdir, args.traders, args.latency_ms) as stub:
             seed = workloads.recorder_with_traders(
@@ -133,11 +130,6 @@ def run(args) -> Report:
             report.figure("last order, max", ms(max(lasts)), ms(max(direct)))
             report.figure("limit ceil(traders / workers) x latency", ms(limit))
             report.goal("last order, median over signals, vs limit", statistics.median(lasts) / limit, 1.15, "x")
-    finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"kept {workdir}")
     report.finish()
     return report
 
@@ -150,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--signals", type=int, default=5, help="measured signals (default 5)")
     parser.add_argument("--pause", type=float, default=1.0, help="seconds between signals (default 1)")
     parser.add_argument("--timeout", type=float, default=60, help="seconds to wait for one signal's orders")
-    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite", help="default sqlite")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder with the server logs")
+    servers.add_database_argument(parser)
+    servers.add_keep_argument(parser)
     run(parser.parse_args(argv))
     return 0
 

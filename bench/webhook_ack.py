@@ -10,11 +10,8 @@ throughput at least 70% of a bare Flask endpoint served by waitress with the sam
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import requests
 
@@ -62,9 +59,8 @@ def _wait_for_queue(url: str, timeout: float) -> int:
 
 def run(args) -> Report:
     report = Report("webhook ack")
-    workdir = Path(tempfile.mkdtemp(prefix="jt-bench-ack-"))
     use_wrk = load.wrk_available() and not args.python_client
-    try:
+    with servers.work_folder("ack", args.keep) as workdir:
         with database_url_for(args.database, workdir) as database_url:
             servers.seed_platform(database_url, workloads.recorder_with_traders(args.traders, token=TOKEN), workdir)
             report.figure("workload", f"{args.rate:g} req/s x {args.duration:g} s, {args.traders} traders, "
@@ -97,11 +93,6 @@ def run(args) -> Report:
             report.figure("requests without a 200", str(failed))
             report.goal("p99 ack latency", p99 * 1000, 10.0, "ms")
             report.goal("throughput vs bare Flask", rate / bare_rate, 0.70, "ratio", at_least=True)
-    finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"kept {workdir}")
     report.finish()
     return report
 
@@ -115,9 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--throughput-seconds", type=float, default=15, help="closed-loop duration (default 15)")
     parser.add_argument("--drain-seconds", type=float, default=60,
                         help="how long to wait for the broker queue to empty before the throughput run (default 60)")
-    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite", help="default sqlite")
+    servers.add_database_argument(parser)
     parser.add_argument("--python-client", action="store_true", help="use the Python closed-loop client, not wrk")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder with the server logs")
+    servers.add_keep_argument(parser)
     run(parser.parse_args(argv))
     return 0
 
