@@ -14,7 +14,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from . import __version__
-from .contract import Endpoint
+from .contract import METRIC_ENDPOINTS, Endpoint
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +23,10 @@ API_KEY_HEADER = "X-API-Key"
 # The largest JSON document read from one endpoint; the lists the exporter reads are requested with small limits.
 MAX_BODY_BYTES = 8 * 1024 * 1024
 _CHUNK_BYTES = 64 * 1024
+
+# Polling threads kept by each client: twice the endpoints of a scrape, so requests of an earlier scrape still
+# finishing after its deadline do not delay the next one.
+POOL_THREADS = 2 * len(METRIC_ENDPOINTS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,26 +56,28 @@ class PlatformClient:
         self.timeout_seconds = timeout_seconds
         self.max_body_bytes = max_body_bytes
         self._session = _build_session(api_key)
+        # Threads are kept between scrapes, because starting 17 of them took longer than the polls themselves
+        # once the platform answered in a few milliseconds.
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="jt-poll")
 
     def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self._session.close()
 
     def fetch_all(self, endpoints: Iterable[Endpoint], deadline: float) -> dict[Endpoint, EndpointResult]:
         """Poll the endpoints in parallel; one not finished by `deadline` (time.monotonic()) counts as timed out.
 
-        The pool is not joined: a request still running at the deadline ends on its own within one socket timeout,
-        because the body is read in chunks against the same deadline.
+        The requests still running at the deadline are not waited for: each ends on its own within one socket
+        timeout, because the body is read in chunks against the same deadline. Requests still queued are cancelled.
         """
         endpoints = list(endpoints)
         if not endpoints:
             return {}
 
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(endpoints), thread_name_prefix="jt-poll")
-        try:
-            futures = {pool.submit(self.fetch, endpoint, deadline): endpoint for endpoint in endpoints}
-            concurrent.futures.wait(futures, timeout=max(0.0, deadline - time.monotonic()))
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+        futures = {self._pool.submit(self.fetch, endpoint, deadline): endpoint for endpoint in endpoints}
+        concurrent.futures.wait(futures, timeout=max(0.0, deadline - time.monotonic()))
+        for future in futures:
+            future.cancel()  # no effect on a request that finished or is running
 
         return {endpoint: _outcome(future, endpoint) for future, endpoint in futures.items()}
 
