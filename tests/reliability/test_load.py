@@ -134,7 +134,9 @@ class OpenLoopSender:
                 break
             self._work.put(delivery)
 
-        self._discard_unsent()
+        if self.stopped_behind_at is not None:
+            # Only a run stopped behind drops its queued deliveries; a finished run lets the senders drain them.
+            self._discard_unsent()
         for _ in senders:
             self._work.put(None)
         for sender in senders:
