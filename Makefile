@@ -1,8 +1,9 @@
 # The two entry points of the README: `make run` and `make test`.
 .PHONY: run test test-long venv system-deps
 
-DATA_DIR ?= instance
-export JT_DATA_DIR := $(DATA_DIR)
+# JT_DATA_DIR from the environment wins, so `JT_DATA_DIR=/srv/jt make run` keeps its database there.
+JT_DATA_DIR ?= instance
+export JT_DATA_DIR
 
 venv:
 	scripts/setup-venv

@@ -62,7 +62,10 @@ def admin_or_api_key_required(view):
         if presented_api_key():
             logger.warning("rejected invalid API key for %s from %s", request.path, request.remote_addr)
             return _reject(403, "invalid API key: send the key set in JT_ADMIN_API_KEY in the X-API-Key header")
-        return _reject(401, "authentication required: log in as an admin or send an API key in the X-API-Key header")
+        return _reject(
+            401,
+            "authentication required: log in as an admin, or send the key set in JT_ADMIN_API_KEY in the X-API-Key header",
+        )
 
     return wrapper
 

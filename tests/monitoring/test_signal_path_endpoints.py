@@ -191,3 +191,10 @@ def test_metrics_carry_no_secret_or_token(traffic):
     text = traffic.get("/metrics").get_data(as_text=True)
     assert NQ_TOKEN not in text
     assert TEST_API_KEY not in text
+
+
+def test_metrics_content_type_names_one_charset(client):
+    content_type = client.get("/metrics").headers["Content-Type"]
+
+    assert content_type.startswith("text/plain; version=")
+    assert content_type.count("charset=") == 1

@@ -217,7 +217,7 @@ def raw_webhooks(runtime, limit: int) -> dict:
         rows = session.execute(select(*_RAW_COLUMNS).order_by(desc(RawWebhook.id)).limit(limit)).all()
         tokens = {row.webhook_token for row in rows}
         named = select(Recorder.webhook_token, Recorder.name).where(Recorder.webhook_token.in_(tokens))
-        recorder_names = dict(session.execute(named).tuples().all()) if tokens else {}
+        recorder_names = {token: name for token, name in session.execute(named)} if tokens else {}
 
     action_breakdown = {name: breakdown.get(name, 0) for name in BREAKDOWN_NAMES.values()}
     action_breakdown.update(breakdown)

@@ -132,4 +132,5 @@ def recorder_execution_status(recorder_id: int):
 @blueprint.get("/metrics")
 def prometheus_metrics():
     runtime = _runtime()
-    return Response(runtime.metrics_snapshot.render(runtime.registry), mimetype=CONTENT_TYPE_LATEST)
+    # content_type, not mimetype: CONTENT_TYPE_LATEST already names its charset, and Flask would add a second one.
+    return Response(runtime.metrics_snapshot.render(runtime.registry), content_type=CONTENT_TYPE_LATEST)
