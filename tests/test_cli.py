@@ -74,3 +74,12 @@ def test_migrate_reports_up_to_date(tmp_path):
 
     assert result.returncode == 0, result.stderr
     assert "is up to date" in result.stdout
+
+
+def test_migrate_lists_applied_migrations_once(tmp_path):
+    first = run_cli(tmp_path, "migrate")
+    second = run_cli(tmp_path, "migrate")
+
+    assert "applied migrations 0001, 0002" in first.stdout
+    assert "applied migrations" not in second.stdout
+    assert "is up to date" in second.stdout

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from .config import ConfigError, Settings
 from .db.engine import create_database_engine, create_session_factory, lifted_timeouts, transaction
-from .db.migrate import upgrade
+from .db.migrate import pending_revisions, upgrade
 from .seed import SeedError, apply_seed, load_seed_file
 
 logger = logging.getLogger("justtrades.cli")
@@ -77,8 +77,11 @@ def _int_from_environ(name: str, default: int) -> int:
 
 def _migrate(arguments, settings: Settings) -> int:
     engine = create_database_engine(settings.database_url)
+    applied = pending_revisions(engine)
     upgrade(engine)
     engine.dispose()
+    if applied:
+        print(f"applied migrations {', '.join(applied)} to the database at {_safe_url(engine)}")
     print(f"database at {_safe_url(engine)} is up to date")
     return 0
 
