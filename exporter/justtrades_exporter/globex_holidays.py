@@ -1,7 +1,7 @@
 """CME Globex holiday hours: which days are closed, halted early or closed early, per product group.
 
 This file is kept byte-for-byte identical in the platform (justtrades/markets/globex_holidays.py) and the
-exporter (justtrades_exporter/globex_holidays.py), because the exporter must not import the platform;
+exporter (justtrades_exporter/globex_holidays.py), because the exporter must not import the platform. The test
 tests/exporter/test_globex_holidays_copy.py checks both copies. It imports only the standard library, the
 `holidays` package and, for YAML override files, PyYAML.
 
@@ -72,12 +72,12 @@ _VALUE_HELP = "use 'closed', 'open', 'halt-at HH:MM' or 'close-at HH:MM' (New Yo
 
 
 class HolidayFileError(ValueError):
-    """An override file that cannot be read or holds an invalid entry; the message names the value and the fix."""
+    """An override file that cannot be read or contains an invalid entry; the message names the value and the fix."""
 
 
 @dataclasses.dataclass(frozen=True)
 class DayRule:
-    """How Globex trades on one calendar day: a kind (CLOSED, HALT, CLOSE_EARLY, OPEN) and a close time."""
+    """The Globex hours of one calendar day: a kind (CLOSED, HALT, CLOSE_EARLY, OPEN) and a close time."""
 
     kind: str
     close: dt.time | None = None
