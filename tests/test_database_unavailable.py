@@ -19,7 +19,7 @@ def test_json_endpoint_answers_503_when_database_gone(tmp_path, caplog):
     app = build_app(url)
     runtime = app.extensions["justtrades"]
     try:
-        # The SQLite file and its folder vanish, as on a lost volume; pooled connections are closed so the next
+        # The SQLite file and its folder vanish, as on a lost volume. Pooled connections are closed, so the next
         # request has to open the file again.
         shutil.rmtree(folder)
         runtime.engine.dispose()

@@ -57,7 +57,7 @@ class PlatformClient:
         self.max_body_bytes = max_body_bytes
         self._session = _build_session(api_key)
         # Threads are kept between scrapes, because starting 17 of them took longer than the polls themselves
-        # once the platform answered in a few milliseconds.
+        # once the platform responded in a few milliseconds.
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="jt-poll")
 
     def close(self) -> None:

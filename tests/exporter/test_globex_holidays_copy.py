@@ -1,4 +1,4 @@
-"""The exporter's copy of globex_holidays.py matches the platform's, file and answers.
+"""The exporter's copy of globex_holidays.py matches the platform's, in its text and its results.
 
 The exporter is installed on its own and must not import the platform, so it carries a copy of the
 holiday rules instead of a dependency on the platform package (Flask, SQLAlchemy, psycopg).

@@ -3,8 +3,8 @@
 Without them, anyone with an email address could lock its owner out by failing five logins, because the
 per-account limit would reject the right password too. A successful login sets a signed, HttpOnly cookie that names the
 account (by digest) and a random device id. A later login that presents a valid cookie for the same account is
-throttled by that device's failures only, so an attacker without the cookie locks out nobody but other clients
-without one. The scheme is OWASP's "Slow Down Online Guessing Attacks with Device Cookies".
+throttled by that device's failures only, so an attacker without the cookie locks out only other clients without
+one. The scheme is OWASP's "Slow Down Online Guessing Attacks with Device Cookies".
 """
 
 from __future__ import annotations

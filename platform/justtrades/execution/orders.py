@@ -33,7 +33,7 @@ class OrderRow:
 
 @dataclasses.dataclass(frozen=True)
 class PreparedJob:
-    """What the claim transaction read and wrote for a job.
+    """The rows the claim transaction read and wrote for a job.
 
     `order` is None for a close whose side and quantity depend on the broker's position. `earlier_attempt` is True
     when the order row was already there, so the broker may hold the order and must be asked before placing it.

@@ -113,22 +113,22 @@ def parse_timestamp(value) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
-def _positive_int(value, what: str) -> int:
+def _positive_int(value, field: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise InvalidEntity(f"{what} is {value!r}; expected a positive integer")
+        raise InvalidEntity(f"{field} is {value!r}; expected a positive integer")
     return value
 
 
-def _decimal(value, what: str) -> Decimal:
+def _decimal(value, field: str) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise InvalidEntity(f"{what} is {value!r}; expected a number")
+        raise InvalidEntity(f"{field} is {value!r}; expected a number")
     try:
         # Through str, so a JSON double such as 24893.25 keeps its short decimal form.
         number = Decimal(str(value))
     except InvalidOperation as error:
-        raise InvalidEntity(f"{what} is {value!r}; expected a number") from error
+        raise InvalidEntity(f"{field} is {value!r}; expected a number") from error
     if not number.is_finite():
-        raise InvalidEntity(f"{what} is {value!r}; expected a finite number")
+        raise InvalidEntity(f"{field} is {value!r}; expected a finite number")
     return number
 
 

@@ -372,7 +372,7 @@ class WebhookSpool:
         """Move a delivery that cannot be replayed to failed/, with the reason beside it, for an operator."""
         target = self._failed_dir / entry.path.name
         try:
-            # The reason is written first, so whoever sees the file in failed/ can also read why it is there.
+            # The reason is written first, so an operator who finds the file in failed/ can also read why it is there.
             (self._failed_dir / f"{entry.name}.error").write_text(reason + "\n", encoding="utf-8")
             with self._lock:
                 # Rename and forget under one lock, so no snapshot counts the delivery both pending and failed.
