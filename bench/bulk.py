@@ -66,8 +66,9 @@ class BulkWriter:
         return count
 
     def add_to_counters(self, amounts: dict[str, int]) -> None:
-        statement = ("INSERT INTO counters (name, value) VALUES ({0}, {0}) "
-                     "ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value")
+        # Stripe 0 of each counter: the platform reads a counter as the sum of its stripes (db/counters.py).
+        statement = ("INSERT INTO counters (name, stripe, value) VALUES ({0}, 0, {0}) "
+                     "ON CONFLICT (name, stripe) DO UPDATE SET value = counters.value + excluded.value")
         placeholder = "?" if self.backend == "sqlite" else "%s"
         rows = [(name, value) for name, value in amounts.items() if value]
         if self.backend == "sqlite":

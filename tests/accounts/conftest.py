@@ -128,6 +128,14 @@ def db_url(request, tmp_path, sqlite_template):
 
 
 @pytest.fixture
+def postgres_db_url(accounts_postgres):
+    """The migrated PostgreSQL database with empty tables, for behaviour that exists only there (row locks)."""
+    url = accounts_postgres["migrated"]
+    _empty_postgres_tables(url)
+    return url
+
+
+@pytest.fixture
 def sqlite_db_url(tmp_path, sqlite_template):
     path = tmp_path / "accounts.sqlite3"
     shutil.copyfile(sqlite_template, path)

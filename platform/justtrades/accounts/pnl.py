@@ -157,9 +157,9 @@ def compute_daily_pnl(session: Session, now: dt.datetime, last_price: LastPrice)
 class DailyPnlReader:
     """`compute_daily_pnl` that reuses its last result while nothing it depends on has changed.
 
-    The result depends on the fills (the fill_changes counter, one row to read), the session date and the last
-    prices of the open contracts. Each call reads the counter and loads the totals again only when it moved or
-    a new session began. It builds the result again only when one of those or a price changed. Threads may
+    The result depends on the fills (the fill_changes counter, a sum over a few rows), the session date and the
+    last prices of the open contracts. Each call reads the counter and loads the totals again only when it moved
+    or a new session began. It builds the result again only when one of those or a price changed. Threads may
     share a reader, because a race at most builds the same result twice. Callers must not change the result.
     """
 

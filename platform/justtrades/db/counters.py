@@ -1,11 +1,18 @@
-"""Running totals in the `counters` table, incremented in the caller's transaction."""
+"""Running totals in the `counters` table, incremented in the caller's transaction.
+
+A counter is the sum of its stripes, one row each. A transaction writes the stripe of the pooled connection it
+runs on, and a connection runs one transaction at a time, so two transactions raising the same counter touch
+different rows. With one row per counter every webhook transaction on PostgreSQL held that row's lock from its
+upsert to its commit, and under load they queued on it (bench and tests/reliability/test_load.py).
+"""
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable
+import itertools
+from collections.abc import Iterable, Mapping
 
-from sqlalchemy import bindparam, event, select
+from sqlalchemy import Connection, bindparam, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -16,53 +23,77 @@ from .models import Counter, Fill
 # /status and /metrics need not count a table that grows with every order.
 FILLS_COUNTER = "fills_total"
 
+# More stripes than the pool has connections (30), so live connections rarely share one. Sharing one only
+# makes two transactions wait for each other, as before striping; the sums stay right.
+STRIPES = 64
+# The stripe a connection writes, kept in its pool record, so it lasts as long as the connection.
+_STRIPE_KEY = "justtrades_counter_stripe"
+_next_stripe = itertools.count()
+
 
 def _upsert(insert):
     # Built once on the Table, not the mapped class: the ORM's handling of a DML statement on an entity
     # costs several times the statement itself, and increments run three times per webhook.
     table = Counter.__table__
-    statement = insert(table).values(name=bindparam("counter_name"), value=bindparam("counter_by"))
+    statement = insert(table).values(
+        name=bindparam("counter_name"), stripe=bindparam("counter_stripe"), value=bindparam("counter_by")
+    )
     return statement.on_conflict_do_update(
-        index_elements=[table.c.name], set_={"value": table.c.value + statement.excluded.value}
+        index_elements=[table.c.name, table.c.stripe], set_={"value": table.c.value + statement.excluded.value}
     )
 
 
 _UPSERTS = {"postgresql": _upsert(postgresql.insert), "sqlite": _upsert(sqlite.insert)}
 
 
+def connection_stripe(connection: Connection) -> int:
+    """Return the stripe this pooled connection writes, choosing the next one at its first increment."""
+    stripe = connection.info.get(_STRIPE_KEY)
+    if stripe is None:
+        # next() on itertools.count is atomic under the GIL, so concurrent first increments draw different numbers.
+        stripe = connection.info[_STRIPE_KEY] = next(_next_stripe) % STRIPES
+    return stripe
+
+
 def increment(session: Session, name: str, by: int = 1) -> None:
     """Add `by` to the counter, creating it at first use; an upsert, so concurrent first uses cannot collide."""
-    statement = _UPSERTS[session.get_bind().dialect.name]
-    session.execute(statement, {"counter_name": name, "counter_by": by})
+    _add(session, {name: by})
 
 
 def increment_many(session: Session, names: Iterable[str]) -> None:
-    """Add 1 per occurrence of each name with one executemany of the upsert; the webhook path raises three at once.
+    """Add 1 per occurrence of each name with one statement; the webhook path raises three at once."""
+    _add(session, collections.Counter(names))
 
-    The rows are written in name order, so transactions that raise overlapping sets through this function take
-    the row locks in the same order and cannot deadlock on each other (PostgreSQL).
-    """
-    # An executemany of the one prebuilt upsert, not a multi-row VALUES statement: SQLAlchemy has no cache key for
-    # a multi-row upsert and would compile it on every call.
-    amounts = sorted(collections.Counter(names).items())
+
+def _add(session: Session, amounts: Mapping[str, int]) -> None:
     if not amounts:
         return
-    statement = _UPSERTS[session.get_bind().dialect.name]
-    session.connection().execute(statement, [{"counter_name": name, "counter_by": by} for name, by in amounts])
+
+    connection = session.connection()
+    stripe = connection_stripe(connection)
+    # An executemany of the one prebuilt upsert, not a multi-row VALUES statement: SQLAlchemy has no cache key for
+    # a multi-row upsert and would compile it on every call.
+    connection.execute(_UPSERTS[connection.dialect.name], [
+        {"counter_name": name, "counter_stripe": stripe, "counter_by": by} for name, by in sorted(amounts.items())
+    ])
 
 
 def read(session: Session, names: list[str]) -> dict[str, int]:
     """Return the counters by name; a counter never incremented reads 0."""
-    rows = session.execute(select(Counter.name, Counter.value).where(Counter.name.in_(names))).all()
+    total = func.sum(Counter.value)
+    rows = session.execute(select(Counter.name, total).where(Counter.name.in_(names)).group_by(Counter.name)).all()
     values = dict.fromkeys(names, 0)
-    values.update({name: value for name, value in rows})
+    values.update({name: int(value) for name, value in rows})
     return values
 
 
 def read_prefix(session: Session, prefix: str) -> dict[str, int]:
     """Return every counter whose name starts with prefix, keyed by the rest of the name."""
-    rows = session.execute(select(Counter.name, Counter.value).where(Counter.name.startswith(prefix))).all()
-    return {name[len(prefix):]: value for name, value in rows}
+    total = func.sum(Counter.value)
+    rows = session.execute(
+        select(Counter.name, total).where(Counter.name.startswith(prefix)).group_by(Counter.name)
+    ).all()
+    return {name[len(prefix):]: int(value) for name, value in rows}
 
 
 @event.listens_for(Session, "after_flush")
@@ -74,11 +105,8 @@ def _count_flushed_fills(session: Session, _flush_context) -> None:
     if fills.empty:
         return
 
-    # fill_changes first, in every flush that touches a fill. On PostgreSQL its row lock is held until commit,
-    # so these transactions update fills_total and the PnL rows one at a time and cannot deadlock on them.
-    statement = _UPSERTS[session.get_bind().dialect.name]
-    connection = session.connection()
-    connection.execute(statement, {"counter_name": pnl_totals.FILL_CHANGES_COUNTER, "counter_by": fills.count})
+    pnl_totals.apply_flushed_fills(session.connection(), fills)
+    amounts = {pnl_totals.FILL_CHANGES_COUNTER: fills.count}
     if len(fills.new) != len(fills.removed):
-        connection.execute(statement, {"counter_name": FILLS_COUNTER, "counter_by": len(fills.new) - len(fills.removed)})
-    pnl_totals.apply_flushed_fills(connection, fills)
+        amounts[FILLS_COUNTER] = len(fills.new) - len(fills.removed)
+    _add(session, amounts)

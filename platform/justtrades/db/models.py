@@ -12,6 +12,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -178,6 +179,9 @@ class Counter(Base):
     __tablename__ = "counters"
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # A counter is the sum of its stripes. Each pooled connection writes its own stripe, so concurrent webhook
+    # transactions never wait for each other's row lock on a counter they all raise (see db/counters.py).
+    stripe: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0, server_default="0")
     value: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
