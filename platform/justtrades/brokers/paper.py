@@ -1,12 +1,17 @@
-"""The paper broker: fills market orders at the signal price or the last cached price, and keeps positions and PnL."""
+"""The paper broker: fills market orders at the signal price or the last cached price, and keeps positions and PnL.
+
+A fill is one transaction of statements built once on the tables. Only the fill row goes through the Session,
+because the flush listener of db.counters keeps the fill count and the traders' running PnL with it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from decimal import Decimal
 from typing import Callable
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..db.models import Fill, Order, PaperTrade, Position, utcnow
@@ -37,9 +42,8 @@ class PaperBroker:
             )
 
         with self._session_factory() as session, session.begin():
-            order = session.scalars(
-                select(Order).where(Order.client_order_id == request.client_order_id).with_for_update()
-            ).one_or_none()
+            connection = session.connection()
+            order = connection.execute(_ORDER_FOR_UPDATE, {"client_order_id": request.client_order_id}).first()
             if order is None:
                 raise BrokerError(
                     FailureReason.INTERNAL_ERROR,
@@ -49,15 +53,19 @@ class PaperBroker:
             if order.status == "filled":
                 return OrderResult(order.broker_order_id, "filled")
 
-            self._fill(session, order, request, price)
-            order.status = "filled"
-            order.broker_order_id = f"paper-{order.id}"
+            broker_order_id = f"paper-{order.id}"
+            _fill(connection, request, price)
+            connection.execute(_MARK_FILLED, {"order_id": order.id, "order_broker_order_id": broker_order_id})
+            # The fill goes in last, so the commit's flush writes it. Flushing a fill locks its trader's PnL rows
+            # until commit (db/pnl_totals.py), and written last it holds that lock only for the commit.
+            session.add(Fill(order_id=order.id, account_id=request.account.id, trader_id=request.trader_id,
+                             symbol=request.symbol, side=request.side, quantity=request.quantity, price=price))
 
         logger.info(
             "paper fill account=%s order=%s %s %d %s @ %s",
             request.account.id, order.id, request.side, request.quantity, request.symbol, price,
         )
-        return OrderResult(order.broker_order_id, "filled", fill_price=price)
+        return OrderResult(broker_order_id, "filled", fill_price=price)
 
     def find_order(self, account: AccountRef, client_order_id: str) -> OrderResult | None:
         with self._session_factory() as session:
@@ -79,35 +87,38 @@ class PaperBroker:
     def clear_caches(self) -> None:
         return None  # the paper broker reads the database every time
 
-    def _fill(self, session: Session, order: Order, request: OrderRequest, price: Decimal) -> None:
-        session.add(
-            Fill(
-                order_id=order.id,
-                account_id=request.account.id,
-                trader_id=request.trader_id,
-                symbol=request.symbol,
-                side=request.side,
-                quantity=request.quantity,
-                price=price,
-            )
-        )
 
-        position = session.scalars(
-            select(Position)
-            .where(Position.account_id == request.account.id, Position.symbol == request.symbol)
-            .with_for_update()
-        ).one_or_none()
-        if position is None:
-            position = Position(account_id=request.account.id, symbol=request.symbol, net_pos=0, realized_pnl=Decimal(0))
-            session.add(position)
-
-        signed_quantity = request.quantity if request.side == "Buy" else -request.quantity
-        _apply_fill(session, position, signed_quantity, price, request)
+@dataclasses.dataclass
+class _PositionState:
+    net_pos: int
+    avg_price: Decimal | None
+    realized_pnl: Decimal
 
 
-def _apply_fill(session: Session, position: Position, signed_quantity: int, price: Decimal, request: OrderRequest):
-    """Update net position, average price, realized PnL and the paper trade for one fill."""
-    point_value = product_point_value(get_product(contract_root(position.symbol)))
+def _fill(connection: Connection, request: OrderRequest, price: Decimal) -> None:
+    """Apply one fill to the account's position and paper trade of the contract."""
+    key = {"account_id": request.account.id, "symbol": request.symbol}
+    row = connection.execute(_POSITION_FOR_UPDATE, key).first()
+    if row is None:
+        position_id = connection.execute(_INSERT_POSITION, {**key, "net_pos": 0, "realized_pnl": Decimal(0)}).scalar_one()
+        position = _PositionState(0, None, Decimal(0))
+    else:
+        position_id = row.id
+        position = _PositionState(row.net_pos, row.avg_price, row.realized_pnl)
+
+    old = position.net_pos
+    signed_quantity = request.quantity if request.side == "Buy" else -request.quantity
+    point_value = product_point_value(get_product(contract_root(request.symbol)))
+    _apply_fill(position, signed_quantity, price, point_value)
+    connection.execute(_UPDATE_POSITION, {
+        "position_id": position_id, "position_net_pos": position.net_pos, "position_avg_price": position.avg_price,
+        "position_realized_pnl": position.realized_pnl, "position_updated_at": utcnow(),
+    })
+    _track_paper_trade(connection, request, old, position.net_pos, price, point_value)
+
+
+def _apply_fill(position: _PositionState, signed_quantity: int, price: Decimal, point_value: Decimal) -> None:
+    """Update net position, average price and realized PnL for one fill."""
     old = position.net_pos
     new = old + signed_quantity
 
@@ -125,36 +136,67 @@ def _apply_fill(session: Session, position: Position, signed_quantity: int, pric
         position.avg_price = (position.avg_price * abs(old) + price * abs(signed_quantity)) / abs(new)
 
     position.net_pos = new
-    position.updated_at = utcnow()
-    _track_paper_trade(session, position, old, new, price, point_value, request)
 
 
-def _track_paper_trade(session, position, old, new, price, point_value, request):
-    open_trade = session.scalars(
-        select(PaperTrade).where(
-            PaperTrade.account_id == position.account_id,
-            PaperTrade.symbol == position.symbol,
-            PaperTrade.closed_at.is_(None),
-        )
-    ).first()
+def _track_paper_trade(connection: Connection, request: OrderRequest, old: int, new: int, price: Decimal,
+                       point_value: Decimal) -> None:
+    key = {"account_id": request.account.id, "symbol": request.symbol}
+    open_trade = connection.execute(_OPEN_TRADE, key).first()
 
     if open_trade is not None and (new == 0 or (old > 0) != (new > 0)):
         direction = 1 if open_trade.side == "Buy" else -1
-        open_trade.exit_price = price
-        open_trade.closed_at = utcnow()
-        open_trade.pnl = (price - open_trade.entry_price) * open_trade.quantity * direction * point_value
+        connection.execute(_CLOSE_TRADE, {
+            "trade_id": open_trade.id, "trade_exit_price": price, "trade_closed_at": utcnow(),
+            "trade_pnl": (price - open_trade.entry_price) * open_trade.quantity * direction * point_value,
+        })
         open_trade = None
 
     if new != 0 and open_trade is None:
-        session.add(
-            PaperTrade(
-                account_id=position.account_id,
-                trader_id=request.trader_id,
-                symbol=position.symbol,
-                side="Buy" if new > 0 else "Sell",
-                quantity=abs(new),
-                entry_price=price,
-            )
-        )
+        connection.execute(_INSERT_TRADE, {
+            **key, "trader_id": request.trader_id, "side": "Buy" if new > 0 else "Sell", "quantity": abs(new),
+            "entry_price": price,
+        })
     elif open_trade is not None:
-        open_trade.quantity = abs(new)
+        connection.execute(_RESIZE_TRADE, {"trade_id": open_trade.id, "trade_quantity": abs(new)})
+
+
+_ORDERS = Order.__table__
+_POSITIONS = Position.__table__
+_TRADES = PaperTrade.__table__
+
+_ORDER_FOR_UPDATE = (
+    select(_ORDERS.c.id, _ORDERS.c.status, _ORDERS.c.broker_order_id)
+    .where(_ORDERS.c.client_order_id == bindparam("client_order_id"))
+    .with_for_update()
+)
+_MARK_FILLED = (
+    update(_ORDERS)
+    .where(_ORDERS.c.id == bindparam("order_id"))
+    .values(status="filled", broker_order_id=bindparam("order_broker_order_id"))
+)
+_POSITION_FOR_UPDATE = (
+    select(_POSITIONS.c.id, _POSITIONS.c.net_pos, _POSITIONS.c.avg_price, _POSITIONS.c.realized_pnl)
+    .where(_POSITIONS.c.account_id == bindparam("account_id"), _POSITIONS.c.symbol == bindparam("symbol"))
+    .with_for_update()
+)
+_INSERT_POSITION = insert(_POSITIONS).returning(_POSITIONS.c.id)
+_UPDATE_POSITION = (
+    update(_POSITIONS)
+    .where(_POSITIONS.c.id == bindparam("position_id"))
+    .values(net_pos=bindparam("position_net_pos"), avg_price=bindparam("position_avg_price"),
+            realized_pnl=bindparam("position_realized_pnl"), updated_at=bindparam("position_updated_at"))
+)
+_OPEN_TRADE = (
+    select(_TRADES.c.id, _TRADES.c.side, _TRADES.c.quantity, _TRADES.c.entry_price)
+    .where(_TRADES.c.account_id == bindparam("account_id"), _TRADES.c.symbol == bindparam("symbol"),
+           _TRADES.c.closed_at.is_(None))
+    .order_by(_TRADES.c.id)
+    .limit(1)
+)
+_CLOSE_TRADE = (
+    update(_TRADES)
+    .where(_TRADES.c.id == bindparam("trade_id"))
+    .values(exit_price=bindparam("trade_exit_price"), closed_at=bindparam("trade_closed_at"), pnl=bindparam("trade_pnl"))
+)
+_RESIZE_TRADE = update(_TRADES).where(_TRADES.c.id == bindparam("trade_id")).values(quantity=bindparam("trade_quantity"))
+_INSERT_TRADE = insert(_TRADES)
