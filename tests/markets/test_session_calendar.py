@@ -196,15 +196,16 @@ moments = st.datetimes(
 
 
 def near_nyse_holiday(moment: dt.datetime) -> bool:
-    """Return True when an NYSE holiday or half day falls from the day before `moment` to three days after it.
+    """Return True when an NYSE holiday or half day falls from three days before `moment` to three days after it.
 
-    Three days reach from a Saturday to the Tuesday whose session a Monday holiday moves it to.
+    Three days after reach from a Saturday to the Tuesday whose session a Monday holiday moves it to. Three days
+    before reach back from a Monday to a Friday holiday, whose session runs on into Monday's.
     """
     day = moment.astimezone(NEW_YORK).date()
     years = range(day.year - 1, day.year + 2)
     closed = holidays.financial_holidays("XNYS", years=years)
     half_days = holidays.financial_holidays("XNYS", years=years, categories=("half_day",))
-    nearby = [day + dt.timedelta(days=offset) for offset in range(-1, 4)]
+    nearby = [day + dt.timedelta(days=offset) for offset in range(-3, 4)]
     return any(near in closed or near in half_days for near in nearby)
 
 
