@@ -25,6 +25,21 @@ def redacted_query(query: str) -> str:
     return urlencode([(key, REDACTED if is_secret_key(key) else redact_text(value)) for key, value in pairs])
 
 
+def loggable_path(path: str) -> str:
+    """Return the request path as one printable line: UTF-8 decoded, control characters escaped.
+
+    PATH_INFO carries the raw path decoded as latin-1 (PEP 3333). A %0D%0A in a request's path would otherwise
+    start a forged line in the access log.
+    """
+    try:
+        path = path.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        pass  # not UTF-8: keep the latin-1 reading, still escaped below
+    if path.isprintable():
+        return path
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in path)
+
+
 class AccessLogMiddleware:
     """Log one line per request: client, method, path, redacted query, status and duration."""
 
@@ -42,7 +57,7 @@ class AccessLogMiddleware:
         try:
             return self.app(environ, _start_response)
         finally:
-            path = environ.get("PATH_INFO", "")
+            path = loggable_path(environ.get("PATH_INFO", ""))
             if path.startswith("/webhook/"):
                 path = "/webhook/..." + path[-4:]  # the token is the webhook's credential
             query = redacted_query(environ.get("QUERY_STRING", ""))

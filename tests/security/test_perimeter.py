@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
+
 import pytest
 import requests
+
+from tests.reliability.support import platform_logs
 
 from .conftest import API_KEY, start_server
 from .test_endpoint_auth import ROUTES, concrete_path
@@ -150,3 +154,16 @@ def test_errors_are_json_without_traces(secured_server):
         assert response.headers["Content-Type"].startswith("application/json"), name
         assert "Traceback" not in response.text, name
         assert "error" in response.json() or "message" in response.json(), name
+
+
+def test_path_cannot_forge_access_log_lines(secured_server):
+    host, port = secured_server.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection.request("GET", "/health%0D%0A2026-12-05%20FORGED%20LINE/caf%C3%A9")
+    status = connection.getresponse().status
+    connection.close()
+
+    logged = [line for line in platform_logs(secured_server).splitlines() if "FORGED" in line]
+    assert status == 404
+    assert len(logged) == 1
+    assert "/health\\r\\n2026-12-05 FORGED LINE/café 404" in logged[0]

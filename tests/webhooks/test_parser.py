@@ -258,12 +258,22 @@ def test_deep_nesting_rejected():
     error = parse_error("[" * 100_000 + "]" * 100_000)
 
     assert error.field == "body"
+    assert "too deeply" in error.message
 
 
 def test_huge_integer_rejected():
     error = parse_error('{"action":"buy","ticker":"NQ1!","price":' + "9" * 5000 + "}")
 
     assert error.field in ("body", "price")
+    assert "too many digits" in error.message
+
+
+def test_control_character_message_reads_once():
+    error = parse_error('{"action":"buy","ticker":"NQ1!","note":"a\x01b"}')
+
+    assert error.field == "body"
+    assert "Invalid control character at line 1" in error.message
+    assert " at at " not in error.message
 
 
 def test_placeholder_in_unknown_field_ignored():

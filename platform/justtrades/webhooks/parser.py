@@ -174,14 +174,19 @@ def _load_json(text: str) -> Any:
                 "use placeholders that exist for this alert (strategy.* ones only in strategy alerts) "
                 "and quote text placeholders",
             ) from None
+        # Some of the json module's messages end in " at" themselves ("Invalid control character at").
+        reason = error.msg.removesuffix(" at")
         raise AlertError(
             "body",
-            f"body is not JSON: {error.msg} at line {error.lineno} column {error.colno} (char {error.pos}); "
+            f"body is not JSON: {reason} at line {error.lineno} column {error.colno} (char {error.pos}); "
             "send a JSON object such as {\"action\": \"buy\", \"ticker\": \"NQ1!\"}",
         ) from None
-    except (ValueError, RecursionError) as error:
-        # Integers past Python's digit limit and documents nested beyond the recursion limit.
-        raise AlertError("body", f"body is not usable JSON ({type(error).__name__}): send a flat JSON object of alert fields") from None
+    except RecursionError:
+        raise AlertError("body", "body nests JSON arrays or objects too deeply: send a flat JSON object of alert fields") from None
+    except ValueError:
+        # Python reads integers of at most sys.get_int_max_str_digits() digits (4300 unless configured).
+        raise AlertError("body", "body contains a number with too many digits to read: send prices and quantities "
+                         "as ordinary numbers") from None
 
 
 def _require_object(document: Any) -> dict:
