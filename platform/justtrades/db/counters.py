@@ -73,7 +73,7 @@ def _add(session: Session, amounts: Mapping[str, int]) -> None:
     stripe = connection_stripe(connection)
     # An executemany of the one prebuilt upsert, not a multi-row VALUES statement: SQLAlchemy has no cache key for
     # a multi-row upsert and would compile it on every call. Name order means two transactions that share a
-    # stripe take its row locks in the same order, so they wait for each other but cannot deadlock.
+    # stripe take its row locks in the same order, so on these rows they wait for each other without deadlock.
     connection.execute(_UPSERTS[connection.dialect.name], [
         {"counter_name": name, "counter_stripe": stripe, "counter_by": by} for name, by in sorted(amounts.items())
     ])

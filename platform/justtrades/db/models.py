@@ -180,7 +180,7 @@ class Counter(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     # A counter is the sum of its stripes. Each pooled connection writes its own stripe, so concurrent webhook
-    # transactions never wait for each other's row lock on a counter they all raise (see db/counters.py).
+    # transactions do not wait for each other's row lock on a counter they all raise (see db/counters.py).
     stripe: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0, server_default="0")
     value: Mapped[int] = mapped_column(BigInteger, default=0)
 

@@ -260,9 +260,11 @@ def apply_flushed_fills(connection: Connection, fills: FlushedFills) -> None:
 
 
 def _lock_traders(connection: Connection, trader_ids: set[int | None]) -> None:
-    # In id order, so two transactions with fills of several traders cannot deadlock. FOR NO KEY UPDATE leaves
-    # alone the key-share locks that inserting an order or job for the trader takes. SQLite writes one
+    # In id order, so two flushes with fills of several traders take the locks in one order. FOR NO KEY UPDATE
+    # leaves alone the key-share locks that inserting an order or job for the trader takes. SQLite writes one
     # transaction at a time and needs no lock.
+    # NOTE: a transaction that flushes fills twice locks in flush order, and two such can deadlock (PostgreSQL
+    # then aborts one). The paper broker and the position monitor write one fill per transaction.
     ids = sorted(trader_id for trader_id in trader_ids if trader_id is not None)
     if ids and connection.dialect.name == "postgresql":
         connection.execute(_LOCK_TRADERS, {"trader_ids": ids}).all()
