@@ -1,4 +1,4 @@
-"""Concurrent transactions on PostgreSQL: counters and PnL rows make writers wait only where they must."""
+"""Concurrent writers of counters and PnL rows wait only where they must (PostgreSQL), and stripes fold back."""
 
 from __future__ import annotations
 
@@ -113,12 +113,9 @@ def _wait_for_a_lock_wait(session, timeout: float = 10.0) -> None:
 
 def test_downgrade_folds_counter_stripes(db_url, app_factory):
     runtime = app_factory(db_url).extensions["justtrades"]
-    with runtime.session_factory() as first, runtime.session_factory() as second:
-        with first.begin():
-            counters.increment(first, "raw_total", 3)
-        with second.begin():
-            # Another pooled connection, so another stripe on PostgreSQL.
-            counters.increment(second, "raw_total", 4)
+    with runtime.session_factory() as session, session.begin():
+        # Two stripes of one counter, as two pooled connections write them.
+        session.execute(text("INSERT INTO counters (name, stripe, value) VALUES ('raw_total', 0, 3), ('raw_total', 5, 4)"))
 
     engine = create_database_engine(db_url)
     downgrade(engine, "0006")

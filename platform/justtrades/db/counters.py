@@ -46,7 +46,7 @@ def _upsert(insert):
 _UPSERTS = {"postgresql": _upsert(postgresql.insert), "sqlite": _upsert(sqlite.insert)}
 
 
-def connection_stripe(connection: Connection) -> int:
+def _connection_stripe(connection: Connection) -> int:
     """Return the stripe this pooled connection writes, choosing the next one at its first increment."""
     stripe = connection.info.get(_STRIPE_KEY)
     if stripe is None:
@@ -70,7 +70,7 @@ def _add(session: Session, amounts: Mapping[str, int]) -> None:
         return
 
     connection = session.connection()
-    stripe = connection_stripe(connection)
+    stripe = _connection_stripe(connection)
     # An executemany of the one prebuilt upsert, not a multi-row VALUES statement: SQLAlchemy has no cache key for
     # a multi-row upsert and would compile it on every call. Name order means two transactions that share a
     # stripe take its row locks in the same order, so on these rows they wait for each other without deadlock.
