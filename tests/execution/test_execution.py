@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from justtrades.brokers.base import BrokerError, FailureReason
 from justtrades.db.models import ExecutionFailure, ExecutionJob, Fill, Order, Position
@@ -120,6 +121,8 @@ def test_rerunning_a_finished_job_places_no_second_order(frozen):
 def test_pending_order_found_at_broker_is_not_placed_again(frozen):
     runtime = frozen.extensions["justtrades"]
     paper = runtime.brokers["paper"]
+    # As a broker outside our database: the order row commits first, then the broker is called on its own.
+    paper.place_order_in = None
     placed = []
     original = paper.place_order
 
@@ -144,10 +147,10 @@ def test_pending_order_found_at_broker_is_not_placed_again(frozen):
 def test_permanent_failure_is_classified_and_kept(frozen):
     runtime = frozen.extensions["justtrades"]
 
-    def reject(request):
+    def reject(session, request):
         raise BrokerError(FailureReason.INSUFFICIENT_FUNDS, "margin 0 < 1000", permanent=True)
 
-    runtime.brokers["paper"].place_order = reject
+    runtime.brokers["paper"].place_order_in = reject
     send(frozen, ES_TOKEN, '{"action":"buy","ticker":"ES1!","price":6120.5}')
     jobs = wait_for_jobs(frozen)
 
@@ -163,16 +166,16 @@ def test_permanent_failure_is_classified_and_kept(frozen):
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_dead_worker_is_replaced_and_counted(frozen):
     runtime = frozen.extensions["justtrades"]
-    original = runtime.brokers["paper"].place_order
+    original = runtime.brokers["paper"].place_order_in
     calls = []
 
-    def die_once(request):
+    def die_once(session, request):
         calls.append(request.client_order_id)
         if len(calls) == 1:
             raise SystemExit("simulated worker death")
-        return original(request)
+        return original(session, request)
 
-    runtime.brokers["paper"].place_order = die_once
+    runtime.brokers["paper"].place_order_in = die_once
     send(frozen, ES_TOKEN, '{"action":"buy","ticker":"ES1!","price":6120.5}')
 
     deadline = time.monotonic() + 30
@@ -185,3 +188,51 @@ def test_dead_worker_is_replaced_and_counted(frozen):
     assert [job.status for job in jobs] == ["done"]
     assert order_count(frozen) == 1
     assert positions(frozen) == {(1, "ESZ6"): 1}
+
+
+
+def test_paper_entry_is_one_transaction(frozen):
+    runtime = frozen.extensions["justtrades"]
+    worker_commits = []
+
+    def count_worker_commit(connection):
+        if threading.current_thread().name.startswith("broker-worker"):
+            worker_commits.append(connection)
+
+    event.listen(runtime.engine, "commit", count_worker_commit)
+    try:
+        send(frozen, ES_TOKEN, '{"action":"buy","ticker":"ES1!","price":6120.5}')
+        jobs = wait_for_jobs(frozen)
+    finally:
+        event.remove(runtime.engine, "commit", count_worker_commit)
+
+    assert [job.status for job in jobs] == ["done"]
+    assert positions(frozen) == {(1, "ESZ6"): 1}
+    assert len(worker_commits) == 1
+
+
+def test_failed_paper_fill_rolls_back(frozen):
+    runtime = frozen.extensions["justtrades"]
+    paper = runtime.brokers["paper"]
+    original = paper.place_order_in
+    calls = []
+
+    def fill_then_fail_once(session, request):
+        calls.append(request.client_order_id)
+        result = original(session, request)
+        if len(calls) == 1:
+            raise BrokerError(FailureReason.CONNECTION_ERROR, "simulated failure after the fill", permanent=False)
+        return result
+
+    paper.place_order_in = fill_then_fail_once
+    send(frozen, ES_TOKEN, '{"action":"buy","ticker":"ES1!","price":6120.5}')
+    jobs = wait_for_jobs(frozen)
+
+    # The retry finds the pending order row, so it asks the broker first and then places the order on its own.
+    assert [(job.status, job.attempts) for job in jobs] == [("done", 2)]
+    assert len(calls) == 1
+    assert positions(frozen) == {(1, "ESZ6"): 1}
+    with runtime.session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Fill)) == 1
+        assert session.scalar(select(func.count()).select_from(Order)) == 1
+        assert session.scalars(select(ExecutionFailure.reason)).all() == ["connection_error"]

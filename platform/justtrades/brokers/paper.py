@@ -1,7 +1,8 @@
 """The paper broker: fills market orders at the signal price or the last cached price, and keeps positions and PnL.
 
-A fill is one transaction of statements built once on the tables. Only the fill row goes through the Session,
-because the flush listener of db.counters keeps the fill count and the traders' running PnL with it.
+A fill is written with statements built once on the tables, in the transaction of its caller when the executor
+places it (`place_order_in`). Only the fill row goes through the Session, because the flush listener of
+db.counters keeps the fill count and the traders' running PnL with it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,22 @@ class PaperBroker:
         self._last_price = last_price or (lambda root: None)
 
     def place_order(self, request: OrderRequest) -> OrderResult:
+        with self._session_factory() as session, session.begin():
+            result = self._place(session, request)
+
+        logger.info("paper fill account=%s order=%s %s %d %s @ %s", request.account.id, result.broker_order_id,
+                    request.side, request.quantity, request.symbol, result.fill_price)
+        return result
+
+    def place_order_in(self, session: Session, request: OrderRequest) -> OrderResult:
+        """Fill the order in the caller's transaction: the paper book is tables of the platform's own database.
+
+        The executor calls this inside the transaction that claims the job, so the claim, the order row, the fill
+        and the job's end commit together or not at all.
+        """
+        return self._place(session, request)
+
+    def _place(self, session: Session, request: OrderRequest) -> OrderResult:
         price = request.price if request.price is not None else self._last_price(contract_root(request.symbol))
         if price is None:
             raise BrokerError(
@@ -41,30 +58,24 @@ class PaperBroker:
                 permanent=True,
             )
 
-        with self._session_factory() as session, session.begin():
-            connection = session.connection()
-            order = connection.execute(_ORDER_FOR_UPDATE, {"client_order_id": request.client_order_id}).first()
-            if order is None:
-                raise BrokerError(
-                    FailureReason.INTERNAL_ERROR,
-                    f"no order row for client id {request.client_order_id}; the executor writes it first",
-                    permanent=True,
-                )
-            if order.status == "filled":
-                return OrderResult(order.broker_order_id, "filled")
+        connection = session.connection()
+        order = connection.execute(_ORDER_FOR_UPDATE, {"client_order_id": request.client_order_id}).first()
+        if order is None:
+            raise BrokerError(
+                FailureReason.INTERNAL_ERROR,
+                f"no order row for client id {request.client_order_id}; the executor writes it first",
+                permanent=True,
+            )
+        if order.status == "filled":
+            return OrderResult(order.broker_order_id, "filled")
 
-            broker_order_id = f"paper-{order.id}"
-            _fill(connection, request, price)
-            connection.execute(_MARK_FILLED, {"order_id": order.id, "order_broker_order_id": broker_order_id})
-            # The fill goes in last, so the commit's flush writes it. Flushing a fill locks its trader's PnL rows
-            # until commit (db/pnl_totals.py), and written last it holds that lock only for the commit.
-            session.add(Fill(order_id=order.id, account_id=request.account.id, trader_id=request.trader_id,
-                             symbol=request.symbol, side=request.side, quantity=request.quantity, price=price))
-
-        logger.info(
-            "paper fill account=%s order=%s %s %d %s @ %s",
-            request.account.id, order.id, request.side, request.quantity, request.symbol, price,
-        )
+        broker_order_id = f"paper-{order.id}"
+        _fill(connection, request, price)
+        connection.execute(_MARK_FILLED, {"order_id": order.id, "order_broker_order_id": broker_order_id})
+        # The fill goes in last, so the next flush writes it. Flushing a fill locks its trader's PnL rows until
+        # commit (db/pnl_totals.py), and written last it holds that lock only for the end of the transaction.
+        session.add(Fill(order_id=order.id, account_id=request.account.id, trader_id=request.trader_id,
+                         symbol=request.symbol, side=request.side, quantity=request.quantity, price=price))
         return OrderResult(broker_order_id, "filled", fill_price=price)
 
     def find_order(self, account: AccountRef, client_order_id: str) -> OrderResult | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -21,6 +22,15 @@ logger = logging.getLogger(__name__)
 
 RETRY_BASE_SECONDS = 1.0
 RETRY_MAX_SECONDS = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """The outcome of an order placed inside the claim transaction: the broker's result, or the error it raised."""
+
+    result: OrderResult | None
+    error: Exception | None
+    seconds: float
 
 
 class Executor:
@@ -44,9 +54,12 @@ class Executor:
         if claimed is None:
             return
 
-        job, prepared = claimed
+        job, (prepared, placement) = claimed
         try:
-            self._run(job, prepared)
+            if placement is not None:
+                self._settle_placement(job, placement)
+            else:
+                self._run(job, prepared)
         except BrokerError as error:
             self._handle_failure(job, error.reason, str(error), permanent=error.permanent,
                                  retry_after=error.retry_after, order_may_exist=error.order_may_exist)
@@ -60,8 +73,37 @@ class Executor:
             self._store.retry_later(job.id, 0.0, "worker stopped while running the job")
             raise
 
-    def _prepare(self, session, job: Row) -> PreparedJob | None:
-        return orders.prepare(session, job, self._brokers)
+    def _prepare(self, session, job: Row) -> tuple[PreparedJob | None, Placement | None]:
+        prepared = orders.prepare(session, job, self._brokers)
+        if prepared is None or prepared.order is None or prepared.earlier_attempt:
+            return prepared, None
+
+        place_order_in = getattr(self._brokers.get(prepared.account.broker), "place_order_in", None)
+        if place_order_in is None:
+            return prepared, None
+        return prepared, self._place_in_claim(session, job, prepared, place_order_in)
+
+    def _place_in_claim(self, session, job: Row, prepared: PreparedJob, place_order_in) -> Placement:
+        """Place the order of a broker whose book is in our database (the paper broker) in the claim transaction.
+
+        The claim, the order row, the broker's book and the job's end then commit together: one transaction per
+        job instead of three. The placement runs in a savepoint, so when it fails the claim and the order row
+        still commit, and the failure is handled after the commit like any broker's.
+        """
+        started = time.monotonic()
+        try:
+            with session.begin_nested():
+                result = place_order_in(session, self._request(job, prepared.account, prepared.order))
+                orders.mark_order(session, prepared.order.id, result)
+                self._store.finish(job.id, DONE, session=session)
+        except Exception as error:  # a BrokerError, or a bug that _settle_placement reports as internal
+            return Placement(None, error, time.monotonic() - started)
+        return Placement(result, None, time.monotonic() - started)
+
+    def _settle_placement(self, job: Row, placement: Placement) -> None:
+        if placement.error is not None:
+            raise placement.error
+        self._record_success(job, placement.result, placement.seconds)
 
     def _run(self, job: Row, prepared: PreparedJob | None) -> None:
         started = time.monotonic()
@@ -100,19 +142,23 @@ class Executor:
             order = self._create_order(job, *side_quantity)
 
         # 3. Place it. The row written above is what makes a later attempt look before placing again.
-        request = OrderRequest(
-            account=ref,
+        result = broker.place_order(self._request(job, ref, order))
+        self._complete(job, order.id, result, started)
+
+    @staticmethod
+    def _request(job: Row, account: AccountRef, order: OrderRow) -> OrderRequest:
+        entry = job.action in ENTRY_SIDES
+        return OrderRequest(
+            account=account,
             symbol=job.symbol,
             side=order.side,
             quantity=order.quantity,
             client_order_id=order.client_order_id,
             price=job.price,
-            take_profit=job.take_profit if job.action in ENTRY_SIDES else None,
-            stop_loss=job.stop_loss if job.action in ENTRY_SIDES else None,
+            take_profit=job.take_profit if entry else None,
+            stop_loss=job.stop_loss if entry else None,
             trader_id=job.trader_id,
         )
-        result = broker.place_order(request)
-        self._complete(job, order.id, result, started)
 
     def _side_and_quantity(self, job: Row, broker, ref: AccountRef) -> tuple[str, int] | None:
         if job.action in ENTRY_SIDES:
@@ -143,9 +189,11 @@ class Executor:
         with self._session_factory() as session, session.begin():
             orders.mark_order(session, order_id, result)
             self._store.finish(job.id, DONE, session=session)
+        self._record_success(job, result, time.monotonic() - started)
 
+    def _record_success(self, job: Row, result: OrderResult, seconds: float) -> None:
         signal_to_order = (utcnow() - job.signal_received_at).total_seconds()
-        self._stats.record_success(time.monotonic() - started, signal_to_order)
+        self._stats.record_success(seconds, signal_to_order)
         logger.info("job %s: order %s %s for trader %s", job.id, result.broker_order_id, result.status, job.trader_id)
 
     def _handle_failure(self, job, reason, message: str, *, permanent: bool, retry_after=None, order_may_exist=False):

@@ -2,7 +2,8 @@
 
 The executor reads a job's account and order row, and writes the order row of an entry, in the transaction that
 claims the job (see `prepare`). So a job costs one transaction before the broker call and one after it, and the
-order row is committed before the broker can receive the order. Statements run on the session's connection,
+order row is committed before the broker can receive the order. A broker whose book is in our own database (the
+paper broker) places the order in that same transaction instead, and the job costs one transaction in all. Statements run on the session's connection,
 which skips the ORM's handling of each statement but stays in the session's transaction.
 """
 
