@@ -86,6 +86,9 @@ class Settings:
     # Execution.
     broker: str = "paper"
     broker_workers: int = 10
+    # Workers in a claim transaction at once. A paper order is placed in that transaction, so it is CPU in this
+    # process: more at once only takes the interpreter lock from the webhook threads. Network waits don't count.
+    broker_claim_concurrency: int = 2
     worker_poll_seconds: float = 1.0
     job_max_attempts: int = 5
     job_lease_seconds: float = 60.0
@@ -120,6 +123,9 @@ class Settings:
             secret_key=environ.get("JT_SECRET_KEY") or defaults.secret_key,
             broker=environ.get("JT_BROKER", defaults.broker),
             broker_workers=_env_int(environ, "JT_BROKER_WORKERS", defaults.broker_workers, minimum=1),
+            broker_claim_concurrency=_env_int(
+                environ, "JT_BROKER_CLAIM_CONCURRENCY", defaults.broker_claim_concurrency, minimum=1
+            ),
             worker_poll_seconds=_env_float(environ, "JT_WORKER_POLL_SECONDS", defaults.worker_poll_seconds),
             job_max_attempts=_env_int(environ, "JT_JOB_MAX_ATTEMPTS", defaults.job_max_attempts, minimum=1),
             job_lease_seconds=_env_float(environ, "JT_JOB_LEASE_SECONDS", defaults.job_lease_seconds),

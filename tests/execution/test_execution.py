@@ -13,7 +13,7 @@ from sqlalchemy import event, func, select
 from justtrades.brokers.base import BrokerError, FailureReason
 from justtrades.db.models import ExecutionFailure, ExecutionJob, Fill, Order, Position
 
-from ..conftest import TEST_API_KEY
+from ..conftest import TEST_API_KEY, build_app
 
 REFERENCE_TIME = dt.datetime(2026, 12, 3, 15, 30, tzinfo=dt.timezone.utc)
 NQ_TOKEN = "demo-nq-7f3a9c2e41b8d605"
@@ -236,3 +236,35 @@ def test_failed_paper_fill_rolls_back(frozen):
         assert session.scalar(select(func.count()).select_from(Fill)) == 1
         assert session.scalar(select(func.count()).select_from(Order)) == 1
         assert session.scalars(select(ExecutionFailure.reason)).all() == ["connection_error"]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("limit", [1, 2])
+def test_claims_run_at_most_limit_at_once(database_url, limit):
+    app = build_app(database_url, start_background=True, broker_claim_concurrency=limit)
+    runtime = app.extensions["justtrades"]
+    runtime.clock = lambda: REFERENCE_TIME
+    paper = runtime.brokers["paper"]
+    original = paper.place_order_in
+    lock = threading.Lock()
+    running, peak = [0], [0]
+
+    def slow_fill(session, request):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.3)
+        with lock:
+            running[0] -= 1
+        return original(session, request)
+
+    paper.place_order_in = slow_fill
+    try:
+        # The recorder's two traders are on two accounts, so their jobs run in separate lanes.
+        send(app, NQ_TOKEN, '{"action":"buy","ticker":"NQ1!","price":21500.25}')
+        jobs = wait_for_jobs(app)
+    finally:
+        runtime.stop()
+
+    assert [job.status for job in jobs] == ["done", "done"]
+    assert peak[0] == limit

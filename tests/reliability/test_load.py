@@ -211,7 +211,6 @@ def test_sustained_webhook_load(load_database, tmp_path):
             "JT_TRADINGVIEW_WS_URL": tradingview.ws_url,
             "JT_TRADINGVIEW_POLL_URL": f"{tradingview.http_url}/scan",
             "JT_TRADINGVIEW_JWT_REFRESH_URL": f"{tradingview.http_url}/chart/",
-            "JT_HTTP_THREADS": "32",
             "JT_LOG_LEVEL": "WARNING",
         })
         server.start()

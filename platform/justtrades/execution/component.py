@@ -24,7 +24,8 @@ def init_app(app, runtime) -> None:
     _add_tradovate(runtime)
 
     executor = Executor(
-        runtime.session_factory, runtime.jobs, runtime.brokers, runtime.execution_stats, settings.job_max_attempts
+        runtime.session_factory, runtime.jobs, runtime.brokers, runtime.execution_stats, settings.job_max_attempts,
+        claim_concurrency=settings.broker_claim_concurrency,
     )
     runtime.workers = WorkerPool(
         runtime.jobs, executor.execute, settings.broker_workers, settings.worker_poll_seconds, runtime.shutdown_event

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 
 from sqlalchemy import select
@@ -34,17 +35,23 @@ class Placement:
 
 
 class Executor:
-    def __init__(self, session_factory, store: JobStore, brokers: dict, stats: ExecutionStats, max_attempts: int):
+    def __init__(self, session_factory, store: JobStore, brokers: dict, stats: ExecutionStats, max_attempts: int,
+                 claim_concurrency: int = 2):
         self._session_factory = session_factory
         self._store = store
         self._brokers = brokers
         self._stats = stats
         self._max_attempts = max_attempts
+        # Claims, and the paper orders placed in them, are CPU under this process's interpreter lock. Ten workers
+        # claiming at once took it from the webhook threads: at 100 webhooks/s the acknowledgement p50 was 92 ms,
+        # and 3.8 ms with two slots (docs/benchmarks.md, fix 15). Workers waiting on a broker's reply hold no slot.
+        self._claim_slots = threading.BoundedSemaphore(claim_concurrency)
 
     def execute(self, job_id: int) -> None:
         """Claim and run the job; a job another worker holds, or one already finished, is skipped."""
         try:
-            claimed = self._store.claim(job_id, within=self._prepare)
+            with self._claim_slots:
+                claimed = self._store.claim(job_id, within=self._prepare)
         except IntegrityError:
             # Only an earlier holder of the job, still running after its lease lapsed, can write the order row
             # between our read and insert. The claim is rolled back with the insert, and a later poll resumes
