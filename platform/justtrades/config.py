@@ -88,7 +88,7 @@ class Settings:
     broker_workers: int = 10
     # Workers in a claim transaction at once. A paper order is placed in that transaction, so it is CPU in this
     # process: more at once only takes the interpreter lock from the webhook threads. Network waits don't count.
-    broker_claim_concurrency: int = 2
+    broker_claim_concurrency: int = 1
     worker_poll_seconds: float = 1.0
     job_max_attempts: int = 5
     job_lease_seconds: float = 60.0

@@ -20,6 +20,7 @@ SHORT_RUNS = {
     "metrics_render": ["--traders", "20", "--accounts", "10", "--symbols", "5", "--fills", "100", "--scrapes", "5"],
     "json_endpoints": ["--rows", "300", "--fills", "300", "--requests", "2", "--database", "sqlite"],
     "memory": ["--webhooks", "40", "--steps", "1", "--connections", "2"],
+    "paper_orders": ["--rate", "20", "--duration", "1", "--recorders", "2", "--drain-seconds", "30"],
     "exporter_poll": ["--traders", "10", "--accounts", "5", "--fills", "100", "--requests", "2", "--scrapes", "2"],
 }
 

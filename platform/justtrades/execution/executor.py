@@ -36,7 +36,7 @@ class Placement:
 
 class Executor:
     def __init__(self, session_factory, store: JobStore, brokers: dict, stats: ExecutionStats, max_attempts: int,
-                 claim_concurrency: int = 2):
+                 claim_concurrency: int = 1):
         self._session_factory = session_factory
         self._store = store
         self._brokers = brokers
@@ -44,7 +44,7 @@ class Executor:
         self._max_attempts = max_attempts
         # Claims, and the paper orders placed in them, are CPU under this process's interpreter lock. Ten workers
         # claiming at once took it from the webhook threads: at 100 webhooks/s the acknowledgement p50 was 92 ms,
-        # and 3.8 ms with two slots (docs/benchmarks.md, fix 15). Workers waiting on a broker's reply hold no slot.
+        # and 3.8 ms with one slot (docs/benchmarks.md, fix 16). Workers waiting on a broker's reply hold no slot.
         self._claim_slots = threading.BoundedSemaphore(claim_concurrency)
 
     def execute(self, job_id: int) -> None:
