@@ -176,6 +176,14 @@ def test_counters_of_rejected_and_unknown(frozen_app):
     assert [raw.outcome for raw in rows(frozen_app, RawWebhook)] == ["rejected", "unknown_token"]
 
 
+def test_lone_surrogate_rejected_and_kept(frozen_app):
+    response = post(frozen_app, b'{"action":"buy","ticker":"ES1!\\ud800"}')
+
+    assert response.status_code == 400
+    assert response.get_json()["field"] == "ticker"
+    assert [raw.outcome for raw in rows(frozen_app, RawWebhook)] == ["rejected"]
+
+
 def test_failure_inside_processing_keeps_raw_only(frozen_app, monkeypatch):
     def broken(*_args):
         raise RuntimeError("filter bug")

@@ -246,6 +246,20 @@ def test_invalid_utf8_rejected():
     assert "UTF-8" in error.message
 
 
+def test_lone_surrogate_escape_rejected():
+    error = parse_error(b'{"action":"buy","ticker":"ES1!\\ud800"}')
+
+    assert error.field == "ticker"
+    assert "\\ud800" in error.message
+
+
+def test_surrogate_pair_escape_reaches_resolver():
+    error = parse_error(b'{"action":"buy","ticker":"NQ\\ud83d\\ude00"}')
+
+    assert error.field == "ticker"
+    assert "surrogate" not in error.message
+
+
 @pytest.mark.parametrize("body, kind", [("[]", "an array"), ('"buy"', "a string"), ("12", "a number"), ("null", "null"), ("true", "a boolean")])
 def test_non_object_body_rejected(body, kind):
     error = parse_error(body)

@@ -196,6 +196,20 @@ def _require_object(document: Any) -> dict:
     return document
 
 
+def _reject_lone_surrogates(fields: dict) -> None:
+    # JSON may escape half of a UTF-16 pair ("\ud800") on its own. Python keeps it in the string, but UTF-8 has no
+    # form for it, so the activity row and the error message could not be stored and the delivery failed with 503.
+    for name, value in fields.items():
+        if name not in KNOWN_FIELDS or not isinstance(value, str):
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            escape = f"\\u{ord(value[error.start]):04x}"
+            raise AlertError(name, f'field "{name}" contains {escape}, half of a UTF-16 surrogate pair without its other '
+                             "half: send the text without that escape") from None
+
+
 def _reject_placeholders(fields: dict) -> None:
     found_by_field = {name: _unique_placeholders(value) for name, value in fields.items() if name in KNOWN_FIELDS and isinstance(value, str)}
     unresolved = {name: found for name, found in found_by_field.items() if found}
@@ -341,6 +355,7 @@ def parse_alert(body: bytes, now: dt.datetime) -> Alert:
 
     # The body as a whole: UTF-8 text holding a JSON object without unresolved placeholders.
     fields = _require_object(_load_json(_decode(body)))
+    _reject_lone_surrogates(fields)
     _reject_placeholders(fields)
 
     # What to trade: the action and the contract decide everything after them.
