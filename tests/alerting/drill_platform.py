@@ -101,9 +101,17 @@ class PoisonedBroker:
         self.armed = threading.Event()
 
     def place_order(self, request: OrderRequest) -> OrderResult:
+        self._exit_if_armed(request)
+        return self._broker.place_order(request)
+
+    def place_order_in(self, session, request: OrderRequest) -> OrderResult:
+        # The executor places paper orders inside the claim transaction through this method.
+        self._exit_if_armed(request)
+        return self._broker.place_order_in(session, request)
+
+    def _exit_if_armed(self, request: OrderRequest) -> None:
         if self.armed.is_set():
             raise SystemExit(f"fault drill: broker worker for client order {request.client_order_id} exits")
-        return self._broker.place_order(request)
 
     def __getattr__(self, name):
         return getattr(self._broker, name)
