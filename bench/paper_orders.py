@@ -1,7 +1,7 @@
 """Paper orders: webhooks at a fixed rate, each becoming one paper order, with the CPU each delivery costs.
 
 Goal: the broker workers keep up with the rate, so the job queue is empty at most 5 s after the load ends. The
-figures say where the CPU goes: the platform's process and the local PostgreSQL server's processes, per delivery.
+figures show where the CPU goes: the platform's process and the local PostgreSQL server's processes, per delivery.
 
     python -m bench.paper_orders --database postgresql               # 100 webhooks/s for 30 s, 20 recorders
     python -m bench.paper_orders --database postgresql --rate 200    # the rate of the load scenario
@@ -63,7 +63,7 @@ def _cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
 
 
 def _postgres_pids() -> list[int]:
-    """Return the processes named postgres on this machine: the local server that holds the database.
+    """Return the processes named postgres on this machine: the local server of the database.
 
     The pool opens connections during the load, so the list is read again at the end to count their backends.
     """

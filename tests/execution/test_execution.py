@@ -228,7 +228,7 @@ def test_failed_paper_fill_rolls_back(frozen):
     send(frozen, ES_TOKEN, '{"action":"buy","ticker":"ES1!","price":6120.5}')
     jobs = wait_for_jobs(frozen)
 
-    # The retry finds the pending order row, so it asks the broker first and then places the order on its own.
+    # The retry finds the pending order row, so it queries the broker first and then places the order on its own.
     assert [(job.status, job.attempts) for job in jobs] == [("done", 2)]
     assert len(calls) == 1
     assert positions(frozen) == {(1, "ESZ6"): 1}
