@@ -73,7 +73,7 @@ class PaperBroker:
         _fill(connection, request, price)
         connection.execute(_MARK_FILLED, {"order_id": order.id, "order_broker_order_id": broker_order_id})
         # The fill goes in last, so the next flush writes it. Flushing a fill locks its trader's PnL rows until
-        # commit (db/pnl_totals.py), and written last it holds that lock only for the end of the transaction.
+        # commit (db/pnl_totals.py), and written last it keeps that lock only for the end of the transaction.
         session.add(Fill(order_id=order.id, account_id=request.account.id, trader_id=request.trader_id,
                          symbol=request.symbol, side=request.side, quantity=request.quantity, price=price))
         return OrderResult(broker_order_id, "filled", fill_price=price)
