@@ -109,8 +109,9 @@ class Broker(Protocol):
     """A broker adapter. Implementations must be safe to call from several worker threads.
 
     An adapter whose book lives in the platform's own database may also offer
-    `place_order_in(session, request) -> OrderResult`, which places the order in the caller's open transaction.
-    The executor then claims, places and ends a job in one transaction (see execution.executor).
+    `place_order_in(session, request) -> OrderResult`, which places the order in the caller's open transaction
+    and writes the order row's status and broker order id there. The executor then claims, places and ends a job
+    in one transaction (see execution.executor).
     """
 
     name: str

@@ -1,8 +1,8 @@
 """The paper broker: fills market orders at the signal price or the last cached price, and keeps positions and PnL.
 
 A fill is written with statements built once on the tables, in the transaction of its caller when the executor
-places it (`place_order_in`). Only the fill row goes through the Session, because the flush listener of
-db.counters keeps the fill count and the traders' running PnL with it.
+places it (`place_order_in`). `db.counters.insert_fill` writes the fill row together with the fill count and the
+traders' running PnL.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import logging
 from decimal import Decimal
 from typing import Callable
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, String, bindparam, cast, insert, literal, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..db.models import Fill, Order, PaperTrade, Position, utcnow
+from ..db import counters
+from ..db.models import Order, PaperTrade, Position, utcnow
 from ..markets.products import get_product, point_value as product_point_value
 from ..markets.symbols import contract_root
 from .base import AccountRef, BrokerError, BrokerPosition, FailureReason, OrderRequest, OrderResult
@@ -59,24 +60,29 @@ class PaperBroker:
             )
 
         connection = session.connection()
-        order = connection.execute(_ORDER_FOR_UPDATE, {"client_order_id": request.client_order_id}).first()
+        # Marking the order filled first locks its row, so a second attempt at the same order waits here and
+        # then finds it filled. The update touches only an order not yet filled and returns it.
+        order = connection.execute(_MARK_FILLED, {"order_client_id": request.client_order_id}).first()
+        if order is None:
+            return self._filled_earlier(connection, request.client_order_id)
+
+        _fill(connection, request, price)
+        # The fill goes in last because it locks its trader's PnL rows until commit (db/pnl_totals.py). Written
+        # last, it keeps that lock only for the end of the transaction.
+        counters.insert_fill(session, order_id=order.id, account_id=request.account.id, trader_id=request.trader_id,
+                             symbol=request.symbol, side=request.side, quantity=request.quantity, price=price)
+        return OrderResult(order.broker_order_id, "filled", fill_price=price)
+
+    @staticmethod
+    def _filled_earlier(connection: Connection, client_order_id: str) -> OrderResult:
+        order = connection.execute(_ORDER_OF_CLIENT_ID, {"client_order_id": client_order_id}).first()
         if order is None:
             raise BrokerError(
                 FailureReason.INTERNAL_ERROR,
-                f"no order row for client id {request.client_order_id}; the executor writes it first",
+                f"no order row for client id {client_order_id}; the executor writes it first",
                 permanent=True,
             )
-        if order.status == "filled":
-            return OrderResult(order.broker_order_id, "filled")
-
-        broker_order_id = f"paper-{order.id}"
-        _fill(connection, request, price)
-        connection.execute(_MARK_FILLED, {"order_id": order.id, "order_broker_order_id": broker_order_id})
-        # The fill goes in last, so the next flush writes it. Flushing a fill locks its trader's PnL rows until
-        # commit (db/pnl_totals.py), and written last it keeps that lock only for the end of the transaction.
-        session.add(Fill(order_id=order.id, account_id=request.account.id, trader_id=request.trader_id,
-                         symbol=request.symbol, side=request.side, quantity=request.quantity, price=price))
-        return OrderResult(broker_order_id, "filled", fill_price=price)
+        return OrderResult(order.broker_order_id, "filled")
 
     def find_order(self, account: AccountRef, client_order_id: str) -> OrderResult | None:
         with self._session_factory() as session:
@@ -175,16 +181,14 @@ _ORDERS = Order.__table__
 _POSITIONS = Position.__table__
 _TRADES = PaperTrade.__table__
 
-_ORDER_FOR_UPDATE = (
-    select(_ORDERS.c.id, _ORDERS.c.status, _ORDERS.c.broker_order_id)
-    .where(_ORDERS.c.client_order_id == bindparam("client_order_id"))
-    .with_for_update()
-)
+# A paper order's broker id is "paper-" followed by the id of its order row.
 _MARK_FILLED = (
     update(_ORDERS)
-    .where(_ORDERS.c.id == bindparam("order_id"))
-    .values(status="filled", broker_order_id=bindparam("order_broker_order_id"))
+    .where(_ORDERS.c.client_order_id == bindparam("order_client_id"), _ORDERS.c.status != "filled")
+    .values(status="filled", broker_order_id=literal("paper-") + cast(_ORDERS.c.id, String))
+    .returning(_ORDERS.c.id, _ORDERS.c.broker_order_id)
 )
+_ORDER_OF_CLIENT_ID = select(_ORDERS.c.broker_order_id).where(_ORDERS.c.client_order_id == bindparam("client_order_id"))
 _POSITION_FOR_UPDATE = (
     select(_POSITIONS.c.id, _POSITIONS.c.net_pos, _POSITIONS.c.avg_price, _POSITIONS.c.realized_pnl)
     .where(_POSITIONS.c.account_id == bindparam("account_id"), _POSITIONS.c.symbol == bindparam("symbol"))

@@ -6,8 +6,9 @@ of replaying every fill of the session on each request.
 
 The rows equal a replay of the trader's fills in (filled_at, id) order: a fill newer than every fill applied to
 its position is applied on top; a fill that arrived out of order, and any deleted or changed fill, makes the
-trader's rows be rebuilt from all its fills. Fills written with Core statements instead of a Session flush are
-not seen here; `rebuild_traders` brings their traders up to date (bench/bulk.py does so).
+trader's rows be rebuilt from all its fills. Fills written with Core statements, other than through
+`db.counters.insert_fill`, are not seen here; `rebuild_traders` brings their traders up to date (bench/bulk.py
+does so).
 
 Positions are tracked at average cost. A fill's realized PnL counts in the session of its `filled_at`, measured
 against the average entry price of the position it closes, even when that position was opened in an earlier
@@ -217,8 +218,24 @@ def _write_replay(connection: Connection, query) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
+class NewFill:
+    """The columns of a fill row that a Core statement inserted, with the id the database gave it."""
+
+    id: int
+    order_id: int | None
+    account_id: int
+    trader_id: int | None
+    symbol: str
+    side: str
+    quantity: int
+    price: Decimal
+    filled_at: dt.datetime
+    broker_fill_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class FlushedFills:
-    new: list[Fill]
+    new: list[Fill | NewFill]
     removed: list[Fill]
     changed: list[Fill]
 
@@ -300,7 +317,7 @@ _READ_SESSION = (
 )
 
 
-def _apply_on_top(connection: Connection, fill: Fill) -> bool:
+def _apply_on_top(connection: Connection, fill: Fill | NewFill) -> bool:
     """Apply one new fill to its trader's rows; return False when it is older than the position's newest fill."""
     parameters = {"trader_id": fill.trader_id, "symbol": fill.symbol}
     current = connection.execute(_READ_POSITION, parameters).one_or_none()

@@ -100,8 +100,8 @@ class Executor:
         started = time.monotonic()
         try:
             with session.begin_nested():
+                # The broker marks the order row itself, because in our database that row is the broker's record.
                 result = place_order_in(session, self._request(job, prepared.account, prepared.order))
-                orders.mark_order(session, prepared.order.id, result)
                 self._store.finish(job.id, DONE, session=session)
         except Exception as error:  # a BrokerError, or a bug that _settle_placement reports as internal
             return Placement(None, error, time.monotonic() - started)
