@@ -12,10 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
-
-import requests
 
 from . import load, servers
 from .databases import database_url_for
@@ -79,20 +76,6 @@ def _postgres_pids() -> list[int]:
     return pids
 
 
-def _queue_size(url: str) -> int:
-    return requests.get(url + "/api/broker-queue/stats", timeout=10).json()["queue_size"]
-
-
-def _wait_drained(url: str, timeout: float) -> float | None:
-    """Return the seconds until the job queue is empty, or None when it is not within timeout."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if _queue_size(url) == 0:
-            return time.monotonic() - started
-        time.sleep(0.2)
-    return None
-
-
 def run(args) -> Report:
     report = Report("paper orders")
     with servers.work_folder("paper", args.keep) as workdir:
@@ -104,13 +87,13 @@ def run(args) -> Report:
             make_request = _request_factory(args.recorders)
             with servers.start_platform(database_url, workdir) as platform:
                 load.open_loop(platform.url, lambda index: make_request(10_000_000 + index), rate=20, duration=1)
-                _wait_drained(platform.url, 30)
+                servers.wait_for_empty_queue(platform.url, 30)
 
                 on_postgresql = args.database == "postgresql"
                 platform_before = _cpu_seconds([platform.pid])
                 postgres_before = _cpu_seconds(_postgres_pids()) if on_postgresql else {}
                 result = load.open_loop(platform.url, make_request, rate=args.rate, duration=args.duration)
-                drained = _wait_drained(platform.url, args.drain_seconds)
+                drained = servers.wait_for_empty_queue(platform.url, args.drain_seconds)
                 platform_cpu = _cpu_used(platform_before, _cpu_seconds([platform.pid]))
                 postgres_cpu = _cpu_used(postgres_before, _cpu_seconds(_postgres_pids())) if on_postgresql else 0.0
 

@@ -191,6 +191,21 @@ def start_exporter(platform_url: str, workdir: Path) -> ServerProcess:
                          url_in_log=True, health_timeout=60.0).start(timeout=180.0)
 
 
+def broker_queue_size(platform_url: str) -> int:
+    """Return the platform's jobs that are queued or running, from /api/broker-queue/stats."""
+    return requests.get(platform_url + "/api/broker-queue/stats", timeout=10).json()["queue_size"]
+
+
+def wait_for_empty_queue(platform_url: str, timeout: float, interval: float = 0.2) -> float | None:
+    """Return the seconds until the platform's job queue was empty, or None when it was not within timeout."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if broker_queue_size(platform_url) == 0:
+            return time.monotonic() - started
+        time.sleep(interval)
+    return None
+
+
 @contextlib.contextmanager
 def work_folder(name: str, keep: bool):
     """Create a run's temporary folder for databases and server logs, and remove it afterwards unless `keep`."""

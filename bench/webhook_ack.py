@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-
-import requests
 
 from . import load, servers, workloads
 from .databases import database_url_for
@@ -45,18 +42,6 @@ def _throughput(url: str, connections: int, seconds: float, use_wrk: bool, offse
     return rate, f"{statuses}"
 
 
-def _wait_for_queue(url: str, timeout: float) -> int:
-    """Wait until the platform's broker queue is empty (at most timeout seconds); return the depth left."""
-    deadline = time.monotonic() + timeout
-    depth = -1
-    while time.monotonic() < deadline:
-        depth = requests.get(url + "/api/broker-queue/stats", timeout=10).json()["queue_size"]
-        if depth == 0:
-            break
-        time.sleep(0.5)
-    return depth
-
-
 def run(args) -> Report:
     report = Report("webhook ack")
     use_wrk = load.wrk_available() and not args.python_client
@@ -73,11 +58,12 @@ def run(args) -> Report:
 
             with servers.start_platform(database_url, workdir) as platform:
                 load.open_loop(platform.url, _webhook_request, rate=args.rate, duration=1)  # warm-up
-                _wait_for_queue(platform.url, 60)
+                servers.wait_for_empty_queue(platform.url, 60)
                 latency = load.open_loop(platform.url, lambda i: _webhook_request(1_000_000 + i),
                                          rate=args.rate, duration=args.duration)
-                backlog_at_end = requests.get(platform.url + "/api/broker-queue/stats", timeout=10).json()["queue_size"]
-                left = _wait_for_queue(platform.url, args.drain_seconds)
+                backlog_at_end = servers.broker_queue_size(platform.url)
+                servers.wait_for_empty_queue(platform.url, args.drain_seconds, interval=0.5)
+                left = servers.broker_queue_size(platform.url)
                 rate, counts = _throughput(platform.url, args.connections, args.throughput_seconds, use_wrk, 2_000_000)
 
             _latency_figures(report, "open loop", latency, bare_latency)
