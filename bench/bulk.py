@@ -15,6 +15,8 @@ from typing import Iterable, Iterator
 
 from sqlalchemy.engine import make_url
 
+from justtrades.webhooks.redaction import token_digest, token_tail
+
 BATCH_ROWS = 50_000
 ACTIVITY_STATUSES = ("success", "success", "success", "blocked", "failed", "duplicate")  # a plausible mix
 RAW_ACTIONS = ("buy", "sell", "close", "closelong", "closeshort")
@@ -131,6 +133,7 @@ def add_webhook_history(writer: BulkWriter, rows: int, recorder_id: int, recorde
     """Insert `rows` raw webhooks and as many activity rows, one a second up to `end`, and raise the counters."""
     start = end - dt.timedelta(seconds=rows)
     raw_id_base = int(writer.scalar("SELECT COALESCE(MAX(id), 0) FROM raw_webhooks"))
+    digest, tail = token_digest(token), token_tail(token)
     action_counts = dict.fromkeys(RAW_ACTIONS, 0)
     status_counts = dict.fromkeys(set(ACTIVITY_STATUSES), 0)
 
@@ -139,7 +142,7 @@ def add_webhook_history(writer: BulkWriter, rows: int, recorder_id: int, recorde
             action = RAW_ACTIONS[index % len(RAW_ACTIONS)]
             action_counts[action] += 1
             body = f'{{"action":"{action}","ticker":"NQ1!","price":{20000 + index % 4000}.25}}'
-            yield (raw_id_base + index + 1, writer.timestamp(start + dt.timedelta(seconds=index)), token,
+            yield (raw_id_base + index + 1, writer.timestamp(start + dt.timedelta(seconds=index)), digest, tail,
                    "127.0.0.1", "application/json", len(body), body, writer.boolean(False), action, "accepted", 200)
 
     def _activity_rows() -> Iterator[tuple]:
@@ -150,8 +153,8 @@ def add_webhook_history(writer: BulkWriter, rows: int, recorder_id: int, recorde
             yield (writer.timestamp(start + dt.timedelta(seconds=index)), raw_id_base + index + 1, recorder_id,
                    recorder_name, RAW_ACTIONS[index % 2], "NQZ6", status, reason, 3, 1 if status == "success" else 0)
 
-    writer.insert("raw_webhooks", ("id", "received_at", "webhook_token", "source_ip", "content_type", "size_bytes",
-                                   "body", "truncated", "action", "outcome", "http_status"), _raw_rows())
+    writer.insert("raw_webhooks", ("id", "received_at", "token_sha256", "token_tail", "source_ip", "content_type",
+                                   "size_bytes", "body", "truncated", "action", "outcome", "http_status"), _raw_rows())
     writer.insert("webhook_activity", ("created_at", "raw_webhook_id", "recorder_id", "recorder_name", "action",
                                        "ticker", "status", "reason", "latency_ms", "traders_notified"),
                   _activity_rows())

@@ -225,6 +225,8 @@ def test_tables_hold_no_secret(leak_run):
 
     assert "table raw_webhooks" in outputs
     assert _leaks(outputs, secret_values, lambda name: name.startswith("table ")) == []
+    # The recorders table must hold the webhook token to match deliveries; the raw webhook log must not.
+    assert RECORDER_TOKEN not in outputs["table raw_webhooks"]
 
 
 def test_json_endpoints_hold_no_secret(leak_run):

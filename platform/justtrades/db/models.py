@@ -135,7 +135,10 @@ class RawWebhook(Base):
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
-    webhook_token: Mapped[str] = mapped_column(String(128))
+    # The token in a webhook URL lets anyone send orders, so the row keeps only its SHA-256 digest (to match a
+    # replayed delivery and name the recorder) and, for a token of 12 characters or more, its last four.
+    token_sha256: Mapped[str] = mapped_column(String(64))
+    token_tail: Mapped[str] = mapped_column(String(4))
     source_ip: Mapped[str | None] = mapped_column(String(64))
     content_type: Mapped[str | None] = mapped_column(String(128))
     size_bytes: Mapped[int] = mapped_column(Integer)

@@ -25,6 +25,7 @@ from ..db.models import (
 from ..markets import calendar
 from ..webhooks import filters
 from ..webhooks.ingest import ACTIVITY_COUNTER, RAW_ACTION_COUNTER, RAW_TOTAL_COUNTER, BREAKDOWN_NAMES
+from ..webhooks.redaction import token_digest
 
 MAX_LIST_LIMIT = 500
 
@@ -165,7 +166,8 @@ _ACTIVITY_COLUMNS = (
     WebhookActivity.status, WebhookActivity.reason, WebhookActivity.latency_ms, WebhookActivity.traders_notified,
 )
 _RAW_COLUMNS = (
-    RawWebhook.received_at, RawWebhook.webhook_token, RawWebhook.body, RawWebhook.truncated, RawWebhook.size_bytes,
+    RawWebhook.received_at, RawWebhook.token_sha256, RawWebhook.token_tail, RawWebhook.body, RawWebhook.truncated,
+    RawWebhook.size_bytes,
     RawWebhook.content_type, RawWebhook.source_ip, RawWebhook.outcome, RawWebhook.http_status,
 )
 
@@ -205,19 +207,14 @@ def webhook_activity(runtime, limit: int) -> dict:
     }
 
 
-def mask_token(token: str) -> str:
-    """Return the last four characters of a webhook token after "...", as the logs show it; "..." when it is short."""
-    return "..." + token[-4:] if len(token) >= 12 else "..."
-
-
 def raw_webhooks(runtime, limit: int) -> dict:
     with runtime.session_factory() as session:
         total = counters.read(session, [RAW_TOTAL_COUNTER])[RAW_TOTAL_COUNTER]
         breakdown = counters.read_prefix(session, RAW_ACTION_COUNTER)
         rows = session.execute(select(*_RAW_COLUMNS).order_by(desc(RawWebhook.id)).limit(limit)).all()
-        tokens = {row.webhook_token for row in rows}
-        named = select(Recorder.webhook_token, Recorder.name).where(Recorder.webhook_token.in_(tokens))
-        recorder_names = {token: name for token, name in session.execute(named)} if tokens else {}
+        # The rows keep token digests, so the recorders' tokens are hashed to name them.
+        recorders = session.execute(select(Recorder.webhook_token, Recorder.name)).all() if rows else []
+        recorder_names = {token_digest(token): name for token, name in recorders}
 
     action_breakdown = {name: breakdown.get(name, 0) for name in BREAKDOWN_NAMES.values()}
     action_breakdown.update(breakdown)
@@ -228,8 +225,8 @@ def raw_webhooks(runtime, limit: int) -> dict:
             {
                 "timestamp": iso(row.received_at),
                 # The token in a webhook URL lets anyone send orders, so only its last characters are shown.
-                "webhook_token": mask_token(row.webhook_token),
-                "recorder_name": recorder_names.get(row.webhook_token),
+                "webhook_token": "..." + row.token_tail,
+                "recorder_name": recorder_names.get(row.token_sha256),
                 "raw_body": row.body,
                 "truncated": row.truncated,
                 "size_bytes": row.size_bytes,

@@ -20,7 +20,7 @@ from ..db import counters
 from ..db.models import DuplicateGuard, ExecutionJob, RawWebhook, Recorder, WebhookActivity
 from . import filters
 from .parser import Alert, AlertError, parse_alert
-from .redaction import redact_body
+from .redaction import redact_body, token_digest, token_tail
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class WebhookIngestor:
                 select(RawWebhook.id, RawWebhook.http_status, RawWebhook.outcome)
                 .where(
                     RawWebhook.received_at == delivery.received_at,
-                    RawWebhook.webhook_token == delivery.token[:128],
+                    RawWebhook.token_sha256 == token_digest(delivery.token),
                     RawWebhook.size_bytes == delivery.size_bytes,
                     RawWebhook.body == text,
                 )
@@ -354,7 +354,8 @@ class WebhookIngestor:
         text, truncated = redact_body(delivery.body, self._settings.raw_body_keep_bytes)
         return {
             "received_at": delivery.received_at,
-            "webhook_token": delivery.token[:128],
+            "token_sha256": token_digest(delivery.token),
+            "token_tail": token_tail(delivery.token),
             "source_ip": delivery.source_ip,
             "content_type": (delivery.content_type or "")[:128] or None,
             "size_bytes": delivery.size_bytes,

@@ -7,6 +7,7 @@ name contains one of SECRET_KEY_WORDS, in any letter case.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from decimal import Decimal
@@ -148,3 +149,13 @@ def redact_body(body: bytes, keep_bytes: int) -> tuple[str, bool]:
     if redacted is None:
         redacted = redact_text(text)
     return truncate_utf8(redacted, keep_bytes)
+
+
+def token_digest(token: str) -> str:
+    """Return the SHA-256 hex digest of a webhook token, which the raw webhook log stores instead of the token."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def token_tail(token: str) -> str:
+    """Return the last four characters of a webhook token for display; "" when it has fewer than 12 characters."""
+    return token[-4:] if len(token) >= 12 else ""
