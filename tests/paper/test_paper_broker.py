@@ -30,7 +30,7 @@ def _filled_order_request(app) -> OrderRequest:
                         client_order_id=order.client_order_id, price=Decimal("6130.25"), trader_id=order.trader_id)
 
 
-def test_placing_a_filled_order_again_fills_nothing(frozen):
+def test_filled_order_placed_again_fills_nothing(frozen):
     send(frozen, ES_TOKEN, '{"action":"buy","ticker":"ES1!","price":6120.5}')
     wait_for_jobs(frozen)
     request = _filled_order_request(frozen)
@@ -47,7 +47,7 @@ def test_placing_a_filled_order_again_fills_nothing(frozen):
     assert positions(frozen) == {(1, "ESZ6"): 1}
 
 
-def test_placing_an_order_without_its_row_is_an_internal_error(frozen):
+def test_unknown_client_order_id_is_internal_error(frozen):
     send(frozen, ES_TOKEN, '{"action":"buy","ticker":"ES1!","price":6120.5}')
     wait_for_jobs(frozen)
     request = dataclasses.replace(_filled_order_request(frozen), client_order_id="jt-no-such-order")
