@@ -7,6 +7,7 @@ import logging
 
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.routing import IntegerConverter
 
 from .config import Settings
 from .markets import calendar
@@ -19,6 +20,11 @@ logger = logging.getLogger(__name__)
 # /api/activate would read and hash a body of any size. The webhook view lifts it and reads at most its own limit
 # plus one byte, so that an oversized delivery still reaches the raw log.
 MAX_REQUEST_BYTES = 1024 * 1024
+
+# The largest row id a URL may name, the maximum of the Integer keys of recorders, traders and accounts (32-bit
+# columns on PostgreSQL). A larger id must not reach a query. PostgreSQL raises "integer out of range" for it,
+# and the SQLite driver raises OverflowError above 2**63 - 1.
+MAX_ROW_ID = 2**31 - 1
 
 # Seconds a client is asked to wait (Retry-After) when a request fails because the database is unavailable.
 DATABASE_RETRY_AFTER_SECONDS = 5
@@ -42,6 +48,8 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
     calendar.load_holiday_overrides()
 
     app = Flask(__name__)
+    # Registered before the components add their routes, which name row ids as <row_id:...>.
+    app.url_map.converters["row_id"] = RowIdConverter
     app.config.update(
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
@@ -63,6 +71,13 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
     if start_background:
         runtime.start()
     return app
+
+
+class RowIdConverter(IntegerConverter):
+    """A row id in a URL: a non-negative integer up to MAX_ROW_ID; a larger one matches no route and gets 404."""
+
+    def __init__(self, url_map):
+        super().__init__(url_map, max=MAX_ROW_ID)
 
 
 def _register_error_handlers(app: Flask) -> None:

@@ -80,6 +80,19 @@ def test_invalid_limit_is_400_naming_it(client, limit):
     assert response.get_json()["field"] == "limit"
 
 
+@pytest.mark.parametrize("path", [
+    "/api/recorders/{id}/execution-status", "/api/traders/{id}/broker-state", "/api/account/{id}/broker-state",
+])
+@pytest.mark.parametrize("row_id", [2**31 - 1, 2**31, 2**63, 10**23])
+def test_row_id_beyond_key_range_is_404(client, path, row_id):
+    # Ids beyond the 32-bit keys reached the database and came back as 500. PostgreSQL raised "integer out of
+    # range", and the SQLite driver raised OverflowError above 2**63 - 1.
+    response = client.get(path.format(id=row_id), headers={"X-API-Key": TEST_API_KEY})
+
+    assert response.status_code == 404
+    assert "error" in response.get_json()
+
+
 def test_webhook_activity_counts_and_lists(traffic):
     document = with_key(traffic, "/api/webhook-activity?limit=2").get_json()
 

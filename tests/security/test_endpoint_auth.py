@@ -43,9 +43,9 @@ ROUTES = {
     ("GET", "/api/webhook-spool"): ADMIN_OR_KEY,
     ("GET", "/api/thread-health"): ADMIN_OR_KEY,
     ("GET", "/api/position-monitor/status"): ADMIN_OR_KEY,
-    ("GET", "/api/recorders/<int:recorder_id>/execution-status"): ADMIN_OR_KEY,
-    ("GET", "/api/traders/<int:trader_id>/broker-state"): ADMIN_OR_KEY,
-    ("GET", "/api/account/<int:account_id>/broker-state"): ADMIN_OR_KEY,
+    ("GET", "/api/recorders/<row_id:recorder_id>/execution-status"): ADMIN_OR_KEY,
+    ("GET", "/api/traders/<row_id:trader_id>/broker-state"): ADMIN_OR_KEY,
+    ("GET", "/api/account/<row_id:account_id>/broker-state"): ADMIN_OR_KEY,
     ("POST", "/api/run-migrations"): ADMIN_OR_KEY,
     ("GET", "/api/admin/whop-sync-status"): KEY_ONLY,
     ("POST", "/webhook/<token>"): TOKEN,
@@ -63,7 +63,7 @@ EXPECTED = {
     KEY_ONLY: {ANONYMOUS: 401, BAD_HEADER: 403, BAD_QUERY: 403, USER: 401, ADMIN: 401, KEY_HEADER: "ok",
                KEY_QUERY: "ok"},
 }
-PATH_IDS = {"<int:recorder_id>": "1", "<int:trader_id>": "1", "<int:account_id>": "1",
+PATH_IDS = {"<row_id:recorder_id>": "1", "<row_id:trader_id>": "1", "<row_id:account_id>": "1",
             "<path:filename>": "missing.css", "<token>": "demo-nq-7f3a9c2e41b8d605"}
 
 

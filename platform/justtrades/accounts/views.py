@@ -45,7 +45,7 @@ def whop_sync_status():
     return jsonify(_runtime().accounts.whop.snapshot(_now()))
 
 
-@blueprint.get("/api/traders/<int:trader_id>/broker-state")
+@blueprint.get("/api/traders/<row_id:trader_id>/broker-state")
 @auth.entity_debugging_access
 def trader_state(trader_id: int):
     try:
@@ -54,7 +54,7 @@ def trader_state(trader_id: int):
         return jsonify(error.body), error.status
 
 
-@blueprint.get("/api/account/<int:account_id>/broker-state")
+@blueprint.get("/api/account/<row_id:account_id>/broker-state")
 @auth.entity_debugging_access
 def account_state(account_id: int):
     try:

@@ -118,7 +118,7 @@ def raw_webhooks():
     return jsonify(snapshots.raw_webhooks(_runtime(), _limit(10)))
 
 
-@blueprint.get("/api/recorders/<int:recorder_id>/execution-status")
+@blueprint.get("/api/recorders/<row_id:recorder_id>/execution-status")
 @entity_debugging_access
 def recorder_execution_status(recorder_id: int):
     document = snapshots.recorder_execution_status(_runtime(), recorder_id)
