@@ -346,6 +346,37 @@ def test_action_missing():
     assert "action is missing" in error.message
 
 
+def test_action_missing_lists_unread_fields():
+    error = parse_error('{"Action":"buy","actión":"sell","ticker":"NQ1!"}')
+
+    assert error.field == "action"
+    assert "'Action'" in error.message
+    assert "'actión'" in error.message
+
+
+def test_ticker_missing_lists_unread_fields():
+    error = parse_error('{"action":"buy","Ticker":"NQ1!"}')
+
+    assert error.field == "ticker"
+    assert "'Ticker'" in error.message
+
+
+def test_conflicting_duplicate_field_rejected():
+    error = parse_error('{"action":"buy","ticker":"NQ1!","action":"sell"}')
+
+    assert error.field == "action"
+    assert "'buy'" in error.message
+    assert "'sell'" in error.message
+
+
+def test_repeated_equal_field_accepted():
+    assert parse('{"action":"buy","ticker":"NQ1!","action":"buy"}').action is Action.BUY
+
+
+def test_duplicate_unknown_field_ignored():
+    assert parse('{"action":"buy","ticker":"NQ1!","note":"a","note":"b"}').action is Action.BUY
+
+
 @pytest.mark.parametrize("value", [1, True, ["buy"], {"side": "buy"}])
 def test_action_not_text(value):
     error = parse_error(json.dumps({"action": value, "ticker": "NQ1!"}))
@@ -409,6 +440,14 @@ def test_quantity_rejected(value):
 
     assert error.field == "qty"
     assert error.message.startswith("qty")
+
+
+@pytest.mark.parametrize("value", [True, "abc"])
+def test_quantity_error_suggests_contract_count(value):
+    error = parse_error(json.dumps({"action": "buy", "ticker": "NQ1!", "contracts": value}))
+
+    assert "such as 2" in error.message
+    assert "21500.25" not in error.message
 
 
 def test_quantity_at_limit_accepted():

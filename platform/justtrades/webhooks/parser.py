@@ -161,9 +161,32 @@ def _unique_placeholders(text: str) -> list[str]:
     return list(dict.fromkeys(_PLACEHOLDER.findall(text)))
 
 
+class _ConflictingField(Exception):
+    def __init__(self, name: str, first: Any, second: Any):
+        super().__init__(name)
+        self.name, self.first, self.second = name, first, second
+
+
+def _object_without_conflicts(pairs: list[tuple[str, Any]]) -> dict:
+    """Build a JSON object, raising _ConflictingField for an alert field set twice to different values.
+
+    The json module keeps the last of two equal keys. For {"action": "buy", "action": "sell"} that would place a
+    sell order from an alert whose author may have meant either, so the alert is rejected instead.
+    """
+    document = {}
+    for name, value in pairs:
+        if name in document and name in KNOWN_FIELDS and document[name] != value:
+            raise _ConflictingField(name, document[name], value)
+        document[name] = value
+    return document
+
+
 def _load_json(text: str) -> Any:
     try:
-        return json.loads(text, parse_float=Decimal, parse_constant=Decimal)
+        return json.loads(text, parse_float=Decimal, parse_constant=Decimal, object_pairs_hook=_object_without_conflicts)
+    except _ConflictingField as conflict:
+        raise AlertError(conflict.name, f'field "{conflict.name}" is set twice, to {_shown(conflict.first)} and '
+                         f'{_shown(conflict.second)}: keep one "{conflict.name}" in the alert message') from None
     except json.JSONDecodeError as error:
         placeholders = _unique_placeholders(text)
         if placeholders:
@@ -238,10 +261,24 @@ def _first_present(fields: dict, names: tuple[str, ...]) -> tuple[str, Any]:
     return names[0], None
 
 
+def _unknown_fields_hint(fields: dict) -> str:
+    """Return the alert's field names the parser does not read, for the message of a missing field.
+
+    Field names are case-sensitive, so "Action" or a misspelt "actoin" leaves the action missing.
+    """
+    unknown = [name for name in fields if name not in KNOWN_FIELDS]
+    if not unknown:
+        return ""
+    names = ", ".join(_clip(repr(name)) for name in unknown[:5])
+    more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+    return f"; the alert has fields the parser does not read: {names}{more}"
+
+
 def _parse_action(fields: dict) -> Action:
     value = fields.get("action")
     if value is None:
-        raise AlertError("action", f"action is missing: set \"action\" to one of {_ACCEPTED_ACTIONS_TEXT}")
+        raise AlertError("action", f"action is missing: set \"action\" to one of {_ACCEPTED_ACTIONS_TEXT}"
+                         f"{_unknown_fields_hint(fields)}")
     if not isinstance(value, str):
         raise AlertError("action", f"action {_shown(value)} is not text: set it to one of {_ACCEPTED_ACTIONS_TEXT}")
 
@@ -255,7 +292,8 @@ def _parse_action(fields: dict) -> Action:
 def _parse_contract(fields: dict, now: dt.datetime) -> tuple[str, Contract]:
     name, value = _first_present(fields, TICKER_FIELDS)
     if value is None:
-        raise AlertError("ticker", "ticker is missing: set \"ticker\" to a symbol such as \"NQ1!\" or \"{{ticker}}\"")
+        raise AlertError("ticker", "ticker is missing: set \"ticker\" to a symbol such as \"NQ1!\" or \"{{ticker}}\""
+                         f"{_unknown_fields_hint(fields)}")
     if not isinstance(value, str):
         raise AlertError(name, f"{name} {_shown(value)} is not text: send a symbol such as \"NQ1!\"")
 
@@ -265,22 +303,25 @@ def _parse_contract(fields: dict, now: dt.datetime) -> tuple[str, Contract]:
         raise AlertError(name, error.message) from None
 
 
-def _to_decimal(name: str, value: Any) -> Decimal:
-    """Convert a JSON number or numeric string to a finite Decimal, or raise AlertError naming the field."""
+def _to_decimal(name: str, value: Any, example: str = "21500.25") -> Decimal:
+    """Convert a JSON number or numeric string to a finite Decimal, or raise AlertError naming the field.
+
+    `example` is the value the error message suggests: a price by default.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, Decimal, str)):
-        raise AlertError(name, f"{name} {_shown(value)} is not a number: send a number such as 21500.25")
+        raise AlertError(name, f"{name} {_shown(value)} is not a number: send a number such as {example}")
 
     if isinstance(value, str):
         text = value.strip()
         if not text:
             raise AlertError(name, f"{name} is empty: send a number or leave the field out")
         if not _NUMERIC_TEXT.fullmatch(text):
-            raise AlertError(name, f"{name} {_shown(value)} is not a number: send a number such as 21500.25")
+            raise AlertError(name, f"{name} {_shown(value)} is not a number: send a number such as {example}")
         value = text
 
     number = Decimal(value)
     if not number.is_finite():
-        raise AlertError(name, f"{name} {_shown(value)} is not a finite number: send a number such as 21500.25")
+        raise AlertError(name, f"{name} {_shown(value)} is not a finite number: send a number such as {example}")
     return number
 
 
@@ -310,7 +351,7 @@ def _parse_quantity(fields: dict) -> int | None:
     if value is None:
         return None
 
-    number = _to_decimal(name, value)
+    number = _to_decimal(name, value, example="2")
     if number <= 0 or number != number.to_integral_value():
         raise AlertError(name, f"{name} {_shown(value)} is not a positive whole number of contracts: send 1 or more")
     if number > MAX_QUANTITY:
