@@ -6,7 +6,7 @@ import importlib
 import logging
 
 from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 from werkzeug.routing import IntegerConverter
 
 from .config import Settings
@@ -90,7 +90,11 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):
-        response = jsonify({"error": error.description, "status": error.code})
+        message = error.description
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            allowed = ", ".join(method for method in error.valid_methods if method not in ("HEAD", "OPTIONS"))
+            message = f"method {request.method} is not allowed on this URL: use {allowed}"
+        response = jsonify({"error": message, "status": error.code})
         response.status_code = error.code or 500
         # Keep the headers the error carries, such as Allow on a 405, which HTTP requires there.
         for name, value in error.get_headers():

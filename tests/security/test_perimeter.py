@@ -145,6 +145,7 @@ def test_405_names_allowed_methods(secured_server):
 
     assert response.status_code == 405
     assert set(response.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "HEAD"}
+    assert response.json()["error"] == "method DELETE is not allowed on this URL: use GET"
 
 
 def test_errors_are_json_without_traces(secured_server):
