@@ -535,6 +535,26 @@ def test_bracket_errors_name_field(field):
     assert error.message.startswith(field)
 
 
+@pytest.mark.parametrize("body, field, words", [
+    ('{"action":"buy","ticker":"NQ1!","price":21500,"tp":20000}', "tp", "is not above the price 21500"),
+    ('{"action":"buy","ticker":"NQ1!","price":21500,"sl":22000}', "sl", "is not below the price 21500"),
+    ('{"action":"buy","ticker":"NQ1!","price":21500,"tp":21500}', "tp", "is not above the price"),
+    ('{"action":"sell","ticker":"NQ1!","price":21500,"take_profit":21600}', "take_profit", "is not below the price"),
+    ('{"action":"sell","ticker":"NQ1!","price":21500,"stop_loss":21400}', "stop_loss", "is not above the price"),
+    ('{"action":"buy","ticker":"NQ1!","tp":21400,"sl":21600}', "tp", "is not above sl 21600.00"),
+    ('{"action":"sell","ticker":"NQ1!","tp":21600,"sl":21400}', "tp", "is not below sl 21400.00"),
+])
+def test_bracket_on_wrong_side_rejected(body, field, words):
+    error = parse_error(body)
+
+    assert error.field == field
+    assert words in error.message
+
+
+def test_close_ignores_bracket_sides():
+    assert parse('{"action":"close","ticker":"NQ1!","price":21500,"tp":20000}').take_profit == Decimal("20000")
+
+
 def test_price_is_not_snapped():
     assert parse(alert_json(price=21500.1)).price == Decimal("21500.1")
 

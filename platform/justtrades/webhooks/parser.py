@@ -340,10 +340,35 @@ def _parse_price(fields: dict, names: tuple[str, ...], product: Product) -> tupl
     return name, number
 
 
-def _parse_bracket(fields: dict, names: tuple[str, ...], product: Product) -> Decimal | None:
+def _parse_bracket(fields: dict, names: tuple[str, ...], product: Product) -> tuple[str, Decimal | None]:
     # A price of at least one tick never snaps to zero, so the snapped level is positive.
-    _, number = _parse_price(fields, names, product)
-    return None if number is None else snap_to_tick(number, product)
+    name, number = _parse_price(fields, names, product)
+    return name, None if number is None else snap_to_tick(number, product)
+
+
+def _check_bracket_sides(action: Action, price: Decimal | None, take_profit: tuple[str, Decimal | None],
+                         stop_loss: tuple[str, Decimal | None]) -> None:
+    """Reject brackets on the wrong side of an entry, which a broker rejects or triggers as soon as the entry fills.
+
+    A buy takes profit above its price and stops out below it; a sell the other way round. Without a price, the
+    take-profit and the stop-loss are checked against each other. Closes place no brackets.
+    """
+    if action not in (Action.BUY, Action.SELL):
+        return
+    long = action is Action.BUY
+    (profit_name, profit), (stop_name, stop) = take_profit, stop_loss
+    profit_side, stop_side = ("above", "below") if long else ("below", "above")
+    direction = "a buy (long)" if long else "a sell (short)"
+
+    if price is not None and profit is not None and (profit <= price if long else profit >= price):
+        raise AlertError(profit_name, f"{profit_name} {_shown(profit)} is not {profit_side} the price "
+                         f"{_shown(price)} of {direction}: send a take-profit level {profit_side} the entry")
+    if price is not None and stop is not None and (stop >= price if long else stop <= price):
+        raise AlertError(stop_name, f"{stop_name} {_shown(stop)} is not {stop_side} the price "
+                         f"{_shown(price)} of {direction}: send a stop-loss level {stop_side} the entry")
+    if profit is not None and stop is not None and (profit <= stop if long else profit >= stop):
+        raise AlertError(profit_name, f"{profit_name} {_shown(profit)} is not {profit_side} {stop_name} "
+                         f"{_shown(stop)} of {direction}: swap the two levels or check the alert template")
 
 
 def _parse_quantity(fields: dict) -> int | None:
@@ -406,8 +431,10 @@ def parse_alert(body: bytes, now: dt.datetime) -> Alert:
     # Quantity and prices. Brackets snap to the tick grid here, before any broker call.
     quantity = _parse_quantity(fields)
     _, price = _parse_price(fields, ("price",), contract.product)
-    take_profit = _parse_bracket(fields, TAKE_PROFIT_FIELDS, contract.product)
-    stop_loss = _parse_bracket(fields, STOP_LOSS_FIELDS, contract.product)
+    take_profit_field = _parse_bracket(fields, TAKE_PROFIT_FIELDS, contract.product)
+    stop_loss_field = _parse_bracket(fields, STOP_LOSS_FIELDS, contract.product)
+    _check_bracket_sides(action, price, take_profit_field, stop_loss_field)
+    take_profit, stop_loss = take_profit_field[1], stop_loss_field[1]
 
     # Strategy context, kept for the activity log and for close_long/close_short decisions.
     market_position = _parse_market_position(fields, "market_position")
