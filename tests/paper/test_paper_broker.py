@@ -1,4 +1,4 @@
-"""The paper broker's own record of an order: a second placement of a filled order fills nothing more."""
+"""The paper broker: fills on the tick grid, and a second placement of a filled order fills nothing more."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import func, select
 
 from justtrades.brokers.base import AccountRef, BrokerError, FailureReason, OrderRequest
-from justtrades.db.models import Account, Fill, Order
+from justtrades.db.models import Account, Fill, Order, Position
 
-from ..execution.test_execution import ES_TOKEN, REFERENCE_TIME, positions, send, wait_for_jobs
+from ..execution.test_execution import ES_TOKEN, NQ_TOKEN, REFERENCE_TIME, positions, send, wait_for_jobs
 
 
 @pytest.fixture
@@ -57,3 +57,14 @@ def test_unknown_client_order_id_is_internal_error(frozen):
 
     assert raised.value.reason is FailureReason.INTERNAL_ERROR
     assert "jt-no-such-order" in str(raised.value)
+
+
+def test_off_tick_signal_price_fills_at_nearest_tick(frozen):
+    send(frozen, NQ_TOKEN, '{"action":"buy","ticker":"NQ1!","price":21500.13}')
+    wait_for_jobs(frozen)
+
+    with frozen.extensions["justtrades"].session_factory() as session:
+        prices = session.scalars(select(Fill.price)).all()
+        averages = session.scalars(select(Position.avg_price)).all()
+    assert prices == [Decimal("21500.25"), Decimal("21500.25")]
+    assert averages == [Decimal("21500.25"), Decimal("21500.25")]

@@ -1,4 +1,4 @@
-"""The paper broker: fills market orders at the signal price or the last cached price, and keeps positions and PnL.
+"""The paper broker: fills market orders at the signal or last cached price, on the tick grid, and keeps positions.
 
 A fill is written with statements built once on the tables, in the transaction of its caller when the executor
 places it (`place_order_in`). `db.counters.insert_fill` writes the fill row together with the fill count and the
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..db import counters
 from ..db.models import Order, PaperTrade, Position, utcnow
 from ..markets.products import get_product, point_value as product_point_value
-from ..markets.symbols import contract_root
+from ..markets.symbols import contract_root, snap_to_tick
 from .base import AccountRef, BrokerError, BrokerPosition, FailureReason, OrderRequest, OrderResult
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,9 @@ class PaperBroker:
                 "or start the price feed",
                 permanent=True,
             )
+
+        # An exchange trades on the tick grid, so a signal price off it (21500.13 for NQ) fills at the nearest tick.
+        price = snap_to_tick(price, get_product(contract_root(request.symbol)))
 
         connection = session.connection()
         # Marking the order filled first locks its row, so a second attempt at the same order waits here and
