@@ -1,4 +1,4 @@
-"""The paper broker: fills market orders at the signal or last cached price, on the tick grid, and keeps positions.
+"""The paper broker: fills market orders on the tick grid at the signal or cached price; keeps positions and PnL.
 
 A fill is written with statements built once on the tables, in the transaction of its caller when the executor
 places it (`place_order_in`). `db.counters.insert_fill` writes the fill row together with the fill count and the
