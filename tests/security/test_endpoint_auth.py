@@ -49,6 +49,7 @@ ROUTES = {
     ("POST", "/api/run-migrations"): ADMIN_OR_KEY,
     ("GET", "/api/admin/whop-sync-status"): KEY_ONLY,
     ("POST", "/webhook/<token>"): TOKEN,
+    ("POST", "/webhook/<token>/"): TOKEN,
 }
 
 # Expected status per credential; "ok" means the request got past authentication (any status below 400).

@@ -55,6 +55,15 @@ def read_counters(app, names: list[str]) -> dict[str, int]:
         return counters.read(session, names)
 
 
+def test_trailing_slash_reaches_recorder(frozen_app):
+    response = frozen_app.test_client().post(f"/webhook/{NQ_TOKEN}/", data=BUY_NQ,
+                                             headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 200
+    assert response.get_json()["status"] == "accepted"
+    assert [row.token_tail for row in rows(frozen_app, RawWebhook)] == [NQ_TOKEN[-4:]]
+
+
 def test_disabled_recorder_blocks_and_keeps_raw(frozen_app):
     change(frozen_app, update(Recorder).where(Recorder.name == "JADNQ").values(enabled=False))
 

@@ -67,7 +67,9 @@ def _address_allowed(networks: list, address: str | None) -> bool:
     return any(ip in network for network in networks)
 
 
+# The trailing slash of a pasted URL would otherwise get 404 before the raw log, and the alert would be lost.
 @blueprint.post("/webhook/<token>")
+@blueprint.post("/webhook/<token>/")
 def receive_webhook(token: str):
     runtime = current_app.extensions["justtrades"]
     started = time.monotonic()
