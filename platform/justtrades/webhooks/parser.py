@@ -172,6 +172,8 @@ def _object_without_conflicts(pairs: list[tuple[str, Any]]) -> dict:
 
     The json module keeps the last of two equal keys. For {"action": "buy", "action": "sell"} that would place a
     sell order from an alert whose author may have meant either, so the alert is rejected instead.
+    NOTE: the hook sees nested objects too and cannot tell their depth, so a nested object that sets a field
+    name such as "price" twice to different values is rejected as well, though the parser never reads it.
     """
     document = {}
     for name, value in pairs:
