@@ -162,6 +162,8 @@ def _unique_placeholders(text: str) -> list[str]:
 
 
 class _ConflictingField(Exception):
+    """A known alert field set twice to different values, raised out of json.loads and turned into AlertError."""
+
     def __init__(self, name: str, first: Any, second: Any):
         super().__init__(name)
         self.name, self.first, self.second = name, first, second
@@ -172,8 +174,8 @@ def _object_without_conflicts(pairs: list[tuple[str, Any]]) -> dict:
 
     The json module keeps the last of two equal keys. For {"action": "buy", "action": "sell"} that would place a
     sell order from an alert whose author may have meant either, so the alert is rejected instead.
-    NOTE: the hook sees nested objects too and cannot tell their depth, so a nested object that sets a field
-    name such as "price" twice to different values is rejected as well, though the parser never reads it.
+    NOTE: json.loads calls the hook for nested objects too, without their depth. So a nested object that sets
+    a field name such as "price" twice to different values is rejected as well, though the parser never reads it.
     """
     document = {}
     for name, value in pairs:
@@ -185,7 +187,8 @@ def _object_without_conflicts(pairs: list[tuple[str, Any]]) -> dict:
 
 def _load_json(text: str) -> Any:
     try:
-        return json.loads(text, parse_float=Decimal, parse_constant=Decimal, object_pairs_hook=_object_without_conflicts)
+        return json.loads(text, parse_float=Decimal, parse_constant=Decimal,
+                          object_pairs_hook=_object_without_conflicts)
     except _ConflictingField as conflict:
         raise AlertError(conflict.name, f'field "{conflict.name}" is set twice, to {_shown(conflict.first)} and '
                          f'{_shown(conflict.second)}: keep one "{conflict.name}" in the alert message') from None
@@ -352,8 +355,9 @@ def _check_bracket_sides(action: Action, price: Decimal | None, take_profit: tup
                          stop_loss: tuple[str, Decimal | None]) -> None:
     """Reject brackets on the wrong side of an entry, which a broker rejects or triggers as soon as the entry fills.
 
-    A buy takes profit above its price and stops out below it; a sell the other way round. Without a price, the
-    take-profit and the stop-loss are checked against each other. Closes place no brackets.
+    A buy takes profit above its price and stops out below it, and a sell the other way round. Without a price,
+    the take-profit and the stop-loss are checked against each other. Closes place no brackets. Each level comes
+    as (field name, level), so the error names the field the alert used.
     """
     if action not in (Action.BUY, Action.SELL):
         return
@@ -433,10 +437,9 @@ def parse_alert(body: bytes, now: dt.datetime) -> Alert:
     # Quantity and prices. Brackets snap to the tick grid here, before any broker call.
     quantity = _parse_quantity(fields)
     _, price = _parse_price(fields, ("price",), contract.product)
-    take_profit_field = _parse_bracket(fields, TAKE_PROFIT_FIELDS, contract.product)
-    stop_loss_field = _parse_bracket(fields, STOP_LOSS_FIELDS, contract.product)
-    _check_bracket_sides(action, price, take_profit_field, stop_loss_field)
-    take_profit, stop_loss = take_profit_field[1], stop_loss_field[1]
+    profit_name, take_profit = _parse_bracket(fields, TAKE_PROFIT_FIELDS, contract.product)
+    stop_name, stop_loss = _parse_bracket(fields, STOP_LOSS_FIELDS, contract.product)
+    _check_bracket_sides(action, price, (profit_name, take_profit), (stop_name, stop_loss))
 
     # Strategy context, kept for the activity log and for close_long/close_short decisions.
     market_position = _parse_market_position(fields, "market_position")
