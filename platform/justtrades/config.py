@@ -110,6 +110,10 @@ class Settings:
     webhook_allowed_networks: tuple[str, ...] = ()
     # Reverse proxies in front of the platform whose X-Forwarded-For entry is trusted for the client address.
     trusted_proxies: int = 0
+    # Seconds a connection may send nothing before the HTTP server closes it: a request whose body never arrives,
+    # or an idle keep-alive connection. waitress's own default, 120 s, let a hundred stalled requests (its
+    # connection limit) hold webhook intake for two minutes.
+    http_channel_timeout_seconds: int = 15
 
     @classmethod
     def from_environ(cls, environ=None) -> "Settings":
@@ -144,6 +148,9 @@ class Settings:
             open_entity_debugging=_env_bool(environ, "JT_OPEN_ENTITY_DEBUGGING", defaults.open_entity_debugging),
             webhook_allowed_networks=_env_networks(environ, "JT_WEBHOOK_ALLOWED_IPS"),
             trusted_proxies=_env_int(environ, "JT_TRUSTED_PROXIES", defaults.trusted_proxies),
+            http_channel_timeout_seconds=_env_int(
+                environ, "JT_HTTP_CHANNEL_TIMEOUT_SECONDS", defaults.http_channel_timeout_seconds, minimum=1
+            ),
         )
 
     def replace(self, **changes) -> "Settings":

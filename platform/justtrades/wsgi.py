@@ -78,9 +78,14 @@ def create_server(app, host: str, port: int, threads: int):
     # waitress removes X-Forwarded-* headers by default. With JT_TRUSTED_PROXIES set, the app's ProxyFix needs them
     # to find the client address for the webhook allow-list and the login throttle, so they are kept.
     keep_forwarded = runtime.settings.trusted_proxies > 0
+    channel_timeout = runtime.settings.http_channel_timeout_seconds
     server = waitress.create_server(
         AccessLogMiddleware(app), host=host, port=port, threads=threads, ident="justtrades",
         clear_untrusted_proxy_headers=not keep_forwarded,
+        channel_timeout=channel_timeout,
+        # waitress looks for silent connections every cleanup_interval (30 s by default), so a stalled one
+        # closes between channel_timeout and channel_timeout + cleanup_interval after its last byte.
+        cleanup_interval=max(1, channel_timeout // 3),
     )
     runtime.port = int(server.effective_port)
     runtime.http_workers_probe = lambda: len(server.task_dispatcher.threads)

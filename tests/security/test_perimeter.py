@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import socket
 
 import pytest
 import requests
@@ -74,6 +75,26 @@ def test_forwarded_for_cannot_dodge_login_throttle(allow_listed_server):
 
     assert failures == [401, 401, 401]
     assert next_try.status_code == 429
+
+
+def test_request_whose_body_never_arrives_is_closed(tmp_path):
+    # waitress's default channel timeout, 120 s, would outlast the socket timeout below and fail the test.
+    server = start_server(tmp_path, env={"JT_HTTP_CHANNEL_TIMEOUT_SECONDS": "2"})
+    host, port = server.url.removeprefix("http://").split(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=30) as stalled:
+            stalled.sendall(f"POST /webhook/{NQ_TOKEN} HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\n"
+                            "Content-Length: 1000\r\n\r\n{\"action\":".encode())
+            meanwhile = server.post_webhook(NQ_TOKEN, BUY)
+            try:
+                reply = stalled.recv(1024)
+            except ConnectionResetError:
+                reply = b""
+    finally:
+        server.stop()
+
+    assert meanwhile.status_code == 200
+    assert reply == b"", "the server answered a request whose body never arrived"
 
 
 def test_oversized_webhook_is_413_and_logged(secured_server):
