@@ -72,6 +72,7 @@ def test_disabled_recorder_blocks_and_keeps_raw(frozen_app):
     assert response.status_code == 200
     assert response.get_json()["status"] == "blocked"
     assert response.get_json()["reason"] == "recorder_disabled"
+    assert response.get_json()["message"] == "recorder JADNQ is disabled; enable it to take signals"
     assert rows(frozen_app, ExecutionJob) == []
     (raw,) = rows(frozen_app, RawWebhook)
     assert (raw.http_status, raw.outcome, raw.action) == (200, "blocked", "buy")
@@ -89,6 +90,9 @@ def test_cooldown_blocks_second_signal(frozen_app):
 
     assert first.get_json()["status"] == "accepted"
     assert second.get_json()["reason"] == "cooldown"
+    assert second.get_json()["message"] == (
+        "recorder JADNQ waits 60 s after each signal and its last one came 30 s ago; send again in 30 s"
+    )
     with runtime.session_factory() as session:
         assert session.scalar(select(Recorder.last_signal_at).where(Recorder.name == "JADNQ")) == REFERENCE_TIME
 
@@ -100,6 +104,7 @@ def test_signal_block_matches_symbol_root(frozen_app):
     other_root = post(frozen_app, b'{"action":"buy","ticker":"MNQZ6","price":21500.00}')
 
     assert blocked.get_json()["reason"] == "signal_blocked"
+    assert "covers recorder JADNQ and NQ" in blocked.get_json()["message"]
     assert other_root.get_json()["status"] == "accepted"
 
 
@@ -138,6 +143,7 @@ def test_breach_of_every_trader_is_loss_limit(frozen_app):
     response = post(frozen_app, BUY_NQ)
 
     assert response.get_json()["reason"] == "loss_limit"
+    assert "every trader of recorder JADNQ reached its max daily loss" in response.get_json()["message"]
     assert rows(frozen_app, ExecutionJob) == []
 
 
@@ -147,6 +153,7 @@ def test_recorder_without_enabled_traders_is_blocked(frozen_app):
     response = post(frozen_app, BUY_NQ)
 
     assert response.get_json()["reason"] == "no_enabled_traders"
+    assert response.get_json()["message"] == "recorder JADNQ has no enabled trader to place orders for"
 
 
 def test_close_passes_outside_trading_window(frozen_app):
@@ -157,6 +164,9 @@ def test_close_passes_outside_trading_window(frozen_app):
     close = post(frozen_app, b'{"action":"close","ticker":"GCG7"}', token="demo-gc-91e5c7a02d4b6f83")
 
     assert entry.get_json()["reason"] == "outside_trading_window"
+    assert entry.get_json()["message"] == (
+        "recorder GOLDSWING takes entries 08:20-13:30 New York time and it is 15:30 there; closes pass at any time"
+    )
     assert close.get_json()["status"] == "accepted"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 import zoneinfo
 from collections.abc import Sequence
 
@@ -78,6 +79,30 @@ def recorder_block_reason(session: Session, recorder, alert: Alert, now: dt.date
     if _is_signal_blocked(session, recorder.id, alert.contract.product.root, now):
         return "signal_blocked"
     return None
+
+
+def block_message(reason: str, recorder, alert: Alert, now: dt.datetime) -> str:
+    """Return a sentence for the alert's sender: the recorder setting that blocked it and when signals pass again."""
+    name = recorder.name
+    if reason == "outside_trading_window":
+        windows = ", ".join(f"{start:%H:%M}-{end:%H:%M}" for start, end in _trading_windows(recorder.trading_windows))
+        return (f"recorder {name} takes entries {windows} New York time and it is {now.astimezone(NEW_YORK):%H:%M} "
+                "there; closes pass at any time")
+    if reason == "cooldown":
+        waited = (now - recorder.last_signal_at).total_seconds()
+        return (f"recorder {name} waits {recorder.cooldown_seconds} s after each signal and its last one came "
+                f"{math.floor(waited)} s ago; send again in {math.ceil(recorder.cooldown_seconds - waited)} s")
+    if reason == "recorder_disabled":
+        return f"recorder {name} is disabled; enable it to take signals"
+    if reason == "signal_blocked":
+        return (f"a signal block in the signal_blocks table covers recorder {name} and {alert.contract.product.root}; "
+                "signals pass again when it ends or is removed")
+    if reason == "no_enabled_traders":
+        return f"recorder {name} has no enabled trader to place orders for"
+    if reason == "loss_limit":
+        return (f"every trader of recorder {name} reached its max daily loss this CME session; entries pass again "
+                "at the next session, closes at any time")
+    return reason
 
 
 @functools.lru_cache(maxsize=256)

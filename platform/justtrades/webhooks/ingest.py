@@ -190,8 +190,9 @@ class WebhookIngestor:
         if reason is None:
             traders, reason = filters.eligible_traders(session, recorder, alert, now)
         if reason:
-            return _Decision(200, "blocked", {"status": "blocked", "reason": reason}, alert, "blocked",
-                             reason), recorder
+            payload = {"status": "blocked", "reason": reason,
+                       "message": filters.block_message(reason, recorder, alert, now)}
+            return _Decision(200, "blocked", payload, alert, "blocked", reason), recorder
         return _Decision(200, "accepted", {}, alert, "success", traders=traders), recorder
 
     def _claim_fingerprint(self, session, fingerprint: str, now: dt.datetime) -> bool:
