@@ -89,6 +89,8 @@ class Settings:
     # Workers in a claim transaction at once. A paper order is placed in that transaction, so it is CPU in this
     # process: more at once only takes the interpreter lock from the webhook threads. Network waits don't count.
     broker_claim_concurrency: int = 1
+    # Paper jobs a worker claims and fills in one transaction when several wait; 1 claims each job alone.
+    broker_batch_size: int = 16
     worker_poll_seconds: float = 1.0
     job_max_attempts: int = 5
     job_lease_seconds: float = 60.0
@@ -130,6 +132,7 @@ class Settings:
             broker_claim_concurrency=_env_int(
                 environ, "JT_BROKER_CLAIM_CONCURRENCY", defaults.broker_claim_concurrency, minimum=1
             ),
+            broker_batch_size=_env_int(environ, "JT_BROKER_BATCH_SIZE", defaults.broker_batch_size, minimum=1),
             worker_poll_seconds=_env_float(environ, "JT_WORKER_POLL_SECONDS", defaults.worker_poll_seconds),
             job_max_attempts=_env_int(environ, "JT_JOB_MAX_ATTEMPTS", defaults.job_max_attempts, minimum=1),
             job_lease_seconds=_env_float(environ, "JT_JOB_LEASE_SECONDS", defaults.job_lease_seconds),

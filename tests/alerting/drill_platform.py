@@ -194,6 +194,8 @@ class DrillPlatform:
             tradovate_url=peers.tradovate.url,
             tradovate_live_url=peers.tradovate.url,
             tradovate_timeout_seconds=TRADOVATE_TIMEOUT_SECONDS,
+            # The killed-workers drill needs each of its eight paper jobs in a worker of its own, not in one batch.
+            broker_batch_size=1,
         )
         self.app = create_app(settings, start_background=False, **component_settings(peers))
         self.runtime = self.app.extensions["justtrades"]

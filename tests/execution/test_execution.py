@@ -241,7 +241,8 @@ def test_failed_paper_fill_rolls_back(frozen):
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 @pytest.mark.parametrize("limit", [1, 2])
 def test_claims_run_at_most_limit_at_once(database_url, limit):
-    app = build_app(database_url, start_background=True, broker_claim_concurrency=limit)
+    # Without batches, so that each of the two jobs needs a claim slot of its own.
+    app = build_app(database_url, start_background=True, broker_claim_concurrency=limit, broker_batch_size=1)
     runtime = app.extensions["justtrades"]
     runtime.clock = lambda: REFERENCE_TIME
     paper = runtime.brokers["paper"]

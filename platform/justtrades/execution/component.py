@@ -28,7 +28,9 @@ def init_app(app, runtime) -> None:
         claim_concurrency=settings.broker_claim_concurrency,
     )
     runtime.workers = WorkerPool(
-        runtime.jobs, executor.execute, settings.broker_workers, settings.worker_poll_seconds, runtime.shutdown_event
+        runtime.jobs, executor.execute, settings.broker_workers, settings.worker_poll_seconds, runtime.shutdown_event,
+        execute_batch=executor.execute_batch, batch_size=settings.broker_batch_size,
+        batchable=executor.places_in_database,
     )
     runtime.on_start(runtime.workers.start)
     runtime.on_stop(runtime.workers.stop)

@@ -6,13 +6,13 @@ import datetime as dt
 import logging
 import os
 import socket
-from typing import Callable, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..db.models import ExecutionJob, utcnow
+from ..db.models import Account, ExecutionJob, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,17 @@ class JobStore:
                 return None
             return job, (within(session, job) if within is not None else None)
 
+    def claim_batch(self, session: Session, job_ids: Sequence[int], now: dt.datetime | None = None) -> list[Row]:
+        """Claim, in one statement of the caller's transaction, those of the jobs that are due; return them by id.
+
+        A job another worker or replica holds, or one already finished, is left out, as `claim` returns None for it.
+        """
+        now = now or utcnow()
+        values = {"job_ids": list(job_ids), "job_now": now, "job_owner": self.instance_id,
+                  "job_lease": now + self._lease}
+        jobs = session.connection().execute(_CLAIM_BATCH, values).all()
+        return sorted(jobs, key=lambda job: job.id)
+
     def finish(self, job_id: int, status: str, error: str | None = None, *, session: Session | None = None) -> None:
         """Mark the job done or failed; with `session`, inside that session's open transaction."""
         values = {"job_id": job_id, "job_owner": self.instance_id, "job_status": status, "job_error": error,
@@ -70,12 +81,16 @@ class JobStore:
                 )
             )
 
-    def due_jobs(self, limit: int, now: dt.datetime | None = None) -> list[tuple[int, int, str]]:
-        """Return (id, account id, symbol) of jobs to run now: queued and due, or running with a lapsed lease."""
+    def due_jobs(self, limit: int, now: dt.datetime | None = None) -> list[tuple[int, int, str, str | None]]:
+        """Return (id, account id, symbol, broker) of jobs to run now: queued and due, or running with a lapsed lease.
+
+        The broker is None for a job whose account no longer exists.
+        """
         now = now or utcnow()
         with self._session_factory() as session:
             rows = session.execute(
-                select(ExecutionJob.id, ExecutionJob.account_id, ExecutionJob.symbol)
+                select(ExecutionJob.id, ExecutionJob.account_id, ExecutionJob.symbol, Account.broker)
+                .outerjoin(Account, Account.id == ExecutionJob.account_id)
                 .where(
                     or_(
                         and_(ExecutionJob.status == QUEUED, ExecutionJob.next_attempt_at <= now),
@@ -122,21 +137,21 @@ class JobStore:
 # Statements run for every job, built once on the table: the ORM's handling of an UPDATE on the mapped class
 # costs several times the statement itself, and on SQLite every write holds the database's one write lock.
 _JOBS = ExecutionJob.__table__
-_CLAIM = (
+_DUE = or_(
+    and_(_JOBS.c.status == QUEUED, _JOBS.c.next_attempt_at <= bindparam("job_now")),
+    and_(_JOBS.c.status == RUNNING, _JOBS.c.lease_expires_at < bindparam("job_now")),
+)
+_CLAIMED_VALUES = {
+    "status": RUNNING,
+    "claimed_by": bindparam("job_owner"),
+    "lease_expires_at": bindparam("job_lease"),
+    "attempts": _JOBS.c.attempts + 1,
+}
+_CLAIM = update(_JOBS).where(_JOBS.c.id == bindparam("job_id"), _DUE).values(_CLAIMED_VALUES).returning(*_JOBS.c)
+_CLAIM_BATCH = (
     update(_JOBS)
-    .where(
-        _JOBS.c.id == bindparam("job_id"),
-        or_(
-            and_(_JOBS.c.status == QUEUED, _JOBS.c.next_attempt_at <= bindparam("job_now")),
-            and_(_JOBS.c.status == RUNNING, _JOBS.c.lease_expires_at < bindparam("job_now")),
-        ),
-    )
-    .values(
-        status=RUNNING,
-        claimed_by=bindparam("job_owner"),
-        lease_expires_at=bindparam("job_lease"),
-        attempts=_JOBS.c.attempts + 1,
-    )
+    .where(_JOBS.c.id.in_(bindparam("job_ids", expanding=True)), _DUE)
+    .values(_CLAIMED_VALUES)
     .returning(*_JOBS.c)
 )
 _FINISH = (

@@ -10,13 +10,14 @@ which skips the ORM's handling of each statement but stays in the session's tran
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from ..brokers.base import AccountRef, OrderResult
-from ..db.models import Account, Order
+from ..db.models import Account, ExecutionJob, Order
 
 ENTRY_SIDES = {"buy": "Buy", "sell": "Sell"}
 
@@ -78,9 +79,48 @@ def prepare(session: Session, job: Row, configured_brokers) -> PreparedJob | Non
     return PreparedJob(account, insert_order(session, job, ENTRY_SIDES[job.action], job.quantity), earlier_attempt=False)
 
 
+def prepare_batch(session: Session, jobs: Sequence[Row], configured_brokers) -> dict[int, PreparedJob | None]:
+    """Do what `prepare` does for several jobs, with one read and one insert for all of them; map job id to result.
+
+    An IntegrityError from the insert rolls the whole transaction back, claims included.
+    """
+    rows = session.connection().execute(_ACCOUNTS_AND_ORDERS_OF_JOBS, {"job_ids": [job.id for job in jobs]}).all()
+    by_job = {row.job_id: row for row in rows}
+
+    prepared: dict[int, PreparedJob | None] = {}
+    new_orders = []
+    for job in jobs:
+        row = by_job.get(job.id)
+        if row is None:
+            prepared[job.id] = None
+            continue
+
+        account = account_ref(row)
+        if row.order_id is not None:
+            order = OrderRow(row.order_id, row.client_order_id, row.side, row.quantity, row.order_status)
+            prepared[job.id] = PreparedJob(account, order, earlier_attempt=True)
+        elif job.action not in ENTRY_SIDES or account.broker not in configured_brokers:
+            prepared[job.id] = PreparedJob(account, None, earlier_attempt=False)
+        else:
+            new_orders.append((job, account))
+
+    if new_orders:
+        values = [_order_values(job, ENTRY_SIDES[job.action], job.quantity) for job, _ in new_orders]
+        order_ids = session.connection().execute(_INSERT_ORDERS, values).scalars().all()
+        for (job, account), order_id, row in zip(new_orders, order_ids, values):
+            order = OrderRow(order_id, row["client_order_id"], row["side"], row["quantity"], "pending")
+            prepared[job.id] = PreparedJob(account, order, earlier_attempt=False)
+    return prepared
+
+
 def insert_order(session: Session, job: Row, side: str, quantity: int) -> OrderRow:
     """Write the pending order row of the job; the unique job_id and client_order_id reject a second one."""
-    values = {
+    order_id = session.connection().execute(_INSERT_ORDER, _order_values(job, side, quantity)).scalar_one()
+    return OrderRow(order_id, job.idempotency_key, side, quantity, "pending")
+
+
+def _order_values(job: Row, side: str, quantity: int) -> dict:
+    return {
         "job_id": job.id,
         "account_id": job.account_id,
         "trader_id": job.trader_id,
@@ -91,8 +131,6 @@ def insert_order(session: Session, job: Row, side: str, quantity: int) -> OrderR
         "take_profit": job.take_profit,
         "stop_loss": job.stop_loss,
     }
-    order_id = session.connection().execute(_INSERT_ORDER, values).scalar_one()
-    return OrderRow(order_id, job.idempotency_key, side, quantity, "pending")
 
 
 def find_order(session: Session, job_id: int) -> OrderRow | None:
@@ -133,10 +171,20 @@ _ACCOUNT_AND_ORDER = (
     .select_from(_ACCOUNTS.outerjoin(_ORDERS, _ORDERS.c.job_id == bindparam("job_id")))
     .where(_ACCOUNTS.c.id == bindparam("account_id"))
 )
+_JOBS = ExecutionJob.__table__
+_ACCOUNTS_AND_ORDERS_OF_JOBS = (
+    select(_JOBS.c.id.label("job_id"), *_ACCOUNT_AND_ORDER.selected_columns)
+    .select_from(
+        _JOBS.join(_ACCOUNTS, _ACCOUNTS.c.id == _JOBS.c.account_id).outerjoin(_ORDERS, _ORDERS.c.job_id == _JOBS.c.id)
+    )
+    .where(_JOBS.c.id.in_(bindparam("job_ids", expanding=True)))
+)
 _ORDER_OF_JOB = select(
     _ORDERS.c.id, _ORDERS.c.client_order_id, _ORDERS.c.side, _ORDERS.c.quantity, _ORDERS.c.status
 ).where(_ORDERS.c.job_id == bindparam("job_id"))
 _INSERT_ORDER = insert(_ORDERS).returning(_ORDERS.c.id)
+# Several rows in one statement; the ids come back in the order of the rows.
+_INSERT_ORDERS = insert(_ORDERS).returning(_ORDERS.c.id, sort_by_parameter_order=True)
 _MARK_ORDER = (
     update(_ORDERS)
     .where(_ORDERS.c.id == bindparam("order_id"))

@@ -13,7 +13,7 @@ from .jobs import JobStore
 
 logger = logging.getLogger(__name__)
 
-WorkItem = tuple[int, Hashable]  # (job id, lane key)
+WorkItem = tuple[int, Hashable, bool]  # (job id, lane key, whether the job may share a batch)
 
 
 class Lanes:
@@ -52,6 +52,13 @@ class Lanes:
 
 
 class WorkerPool:
+    """Worker threads that run jobs, one at a time per lane, taking up to `batch_size` batchable jobs at once.
+
+    A job is batchable when `batchable(broker)` returns True for its account's broker: the paper broker's orders are
+    placed in the claim transaction, so several of them share one. A batch holds at most one job that is not
+    batchable, so a worker still waits on one remote broker at a time.
+    """
+
     def __init__(
         self,
         store: JobStore,
@@ -60,9 +67,16 @@ class WorkerPool:
         poll_seconds: float,
         shutdown: threading.Event,
         poll_failure_log_seconds: float = 60.0,
+        *,
+        execute_batch: Callable[[list[int]], None] | None = None,
+        batch_size: int = 1,
+        batchable: Callable[[str | None], bool] = lambda broker: False,
     ):
         self._store = store
         self._execute = execute
+        self._execute_batch = execute_batch
+        self._batch_size = batch_size if execute_batch is not None else 1
+        self._batchable = batchable
         self.size = size
         self._poll_seconds = poll_seconds
         self._shutdown = shutdown
@@ -82,12 +96,12 @@ class WorkerPool:
             poll_failure_log_seconds,
         )
 
-    def submit(self, job_id: int, account_id: int, symbol: str) -> None:
+    def submit(self, job_id: int, account_id: int, symbol: str, broker: str | None = None) -> None:
         with self._in_flight_lock:
             if job_id in self._in_flight:
                 return
             self._in_flight.add(job_id)
-        self._queue.put((job_id, (account_id, symbol)))
+        self._queue.put((job_id, (account_id, symbol), self._batchable(broker)))
 
     def start(self) -> None:
         self._store.release_dead_local_claims()
@@ -113,27 +127,52 @@ class WorkerPool:
     def _work(self) -> None:
         while not self._shutdown.is_set():
             try:
-                job_id, key = self._queue.get(timeout=0.5)
+                first = self._queue.get(timeout=0.5)
             except queue.Empty:
                 continue
 
-            if self._lanes.enter(key, job_id):
-                self._run_lane(key, job_id)
+            # A job whose lane is busy is parked there, and the worker running that lane takes it next.
+            owned = [(key, job_id) for job_id, key, _ in self._take_batch(first) if self._lanes.enter(key, job_id)]
+            if owned:
+                self._run_lanes(owned)
 
-    def _run_lane(self, key: Hashable, job_id: int | None) -> None:
-        while job_id is not None:
+    def _take_batch(self, first: WorkItem) -> list[WorkItem]:
+        """Return the first item and, while it and the next ones are batchable, more from the queue without waiting."""
+        batch = [first]
+        while batch[-1][2] and len(batch) < self._batch_size:
             try:
-                self._execute(job_id)
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _run_lanes(self, owned: list[tuple[Hashable, int]]) -> None:
+        """Run the jobs of lanes this worker owns, then what was parked behind them, until the lanes are empty."""
+        while owned:
+            job_ids = [job_id for _, job_id in owned]
+            try:
+                if len(job_ids) == 1:
+                    self._execute(job_ids[0])
+                else:
+                    self._execute_batch(job_ids)
             except Exception:
-                logger.exception("job %s: executor raised; the job stays in the table for the next poll", job_id)
+                logger.exception("jobs %s: executor raised; they stay in the table for the next poll",
+                                 ", ".join(map(str, job_ids)))
             except BaseException:
-                # The thread is going down: hand the lane's parked jobs back so the other workers run them.
-                self._forget(job_id)
-                for parked in self._lanes.abandon(key):
-                    self._forget(parked)
+                # The thread is going down: hand the lanes' parked jobs back so the other workers run them.
+                for key, job_id in owned:
+                    self._forget(job_id)
+                    for parked in self._lanes.abandon(key):
+                        self._forget(parked)
                 raise
-            self._forget(job_id)
-            job_id = self._lanes.leave(key)
+
+            next_owned = []
+            for key, job_id in owned:
+                self._forget(job_id)
+                parked = self._lanes.leave(key)
+                if parked is not None:
+                    next_owned.append((key, parked))
+            owned = next_owned
 
     def _forget(self, job_id: int) -> None:
         with self._in_flight_lock:
@@ -150,8 +189,8 @@ class WorkerPool:
                 continue
 
             self._poll_failures.succeeded()
-            for job_id, account_id, symbol in due:
-                self.submit(job_id, account_id, symbol)
+            for job_id, account_id, symbol, broker in due:
+                self.submit(job_id, account_id, symbol, broker)
 
     def _replace_dead_workers(self) -> None:
         for index, thread in enumerate(self._workers):

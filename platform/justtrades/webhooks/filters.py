@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
-from ..db.models import LossBreach, Recorder, SignalBlock, Trader
+from ..db.models import Account, LossBreach, Recorder, SignalBlock, Trader
 from ..markets import calendar
 from .parser import Action, Alert
 
@@ -120,7 +120,7 @@ def eligible_traders(session: Session, recorder, alert: Alert, now: dt.datetime)
     """Return the enabled traders that take this signal, or an empty list and the reason none does.
 
     A trader that breached its max daily loss this CME session takes no new entries until the next one. Each
-    trader is a row with id, account_id and quantity, read together with its breach in one statement.
+    trader is a row with id, account_id, quantity and its account's broker, read together with its breach in one statement.
     """
     values = {"traders_recorder_id": recorder.id, "traders_session_date": calendar.session_date(now)}
     rows = session.connection().execute(_ENABLED_TRADERS, values).all()
@@ -152,7 +152,8 @@ _FIRST_SIGNAL_BLOCK = (
 )
 # (trader_id, session_date) is unique in loss_breaches, so the join yields one row per trader.
 _ENABLED_TRADERS = (
-    select(Trader.id, Trader.account_id, Trader.quantity, LossBreach.id.label("breach_id"))
+    select(Trader.id, Trader.account_id, Trader.quantity, Account.broker, LossBreach.id.label("breach_id"))
+    .outerjoin(Account, Account.id == Trader.account_id)
     .outerjoin(
         LossBreach,
         and_(LossBreach.trader_id == Trader.id, LossBreach.session_date == bindparam("traders_session_date")),

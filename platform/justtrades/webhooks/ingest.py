@@ -45,13 +45,17 @@ class Delivery:
     started: float  # time.monotonic() at the start of the request
 
 
+# (job id, account id, symbol, broker of the account or None) of a new execution job.
+JobRef = tuple[int, int, str, str | None]
+
+
 @dataclasses.dataclass(frozen=True)
 class IngestResult:
     status_code: int
     payload: dict
     outcome: str  # a WebhookStats outcome
     blocked_reason: str | None = None
-    jobs: tuple[tuple[int, int, str], ...] = ()  # (job id, account id, symbol) to hand to the workers
+    jobs: tuple[JobRef, ...] = ()  # the jobs to hand to the workers
 
 
 @dataclasses.dataclass
@@ -250,8 +254,8 @@ class WebhookIngestor:
             connection.execute(_MARK_SIGNAL, {"signal_recorder_id": recorder.id, "signal_at": delivery.received_at})
         return activity_id, job_refs
 
-    def _add_jobs(self, connection, activity_id, recorder_id, traders, alert: Alert, now) -> tuple[tuple[int, int, str], ...]:
-        """Insert one job per trader in one statement; return (job id, account id, symbol) of each."""
+    def _add_jobs(self, connection, activity_id, recorder_id, traders, alert: Alert, now) -> tuple[JobRef, ...]:
+        """Insert one job per trader in one statement; return (job id, account id, symbol, broker) of each."""
         if not traders:
             return ()
 
@@ -275,7 +279,9 @@ class WebhookIngestor:
             for trader in traders
         ]
         ids = connection.execute(_INSERT_JOBS, rows).scalars().all()
-        return tuple((job_id, row["account_id"], row["symbol"]) for job_id, row in zip(ids, rows))
+        return tuple(
+            (job_id, row["account_id"], row["symbol"], trader.broker) for job_id, row, trader in zip(ids, rows, traders)
+        )
 
     def _result(self, delivery: Delivery, raw_id: int, recorder, decision: _Decision, activity_id,
                 job_refs) -> IngestResult:

@@ -53,8 +53,8 @@ def _init_spool(runtime) -> None:
 
 
 def _submit_jobs(runtime, result) -> None:
-    for job_id, account_id, symbol in result.jobs:
-        runtime.workers.submit(job_id, account_id, symbol)
+    for job_id, account_id, symbol, broker in result.jobs:
+        runtime.workers.submit(job_id, account_id, symbol, broker)
 
 
 def _address_allowed(networks: list, address: str | None) -> bool:

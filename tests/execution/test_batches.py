@@ -1,0 +1,177 @@
+"""Batches of paper jobs: several claims, fills and job ends in one transaction, and each order still placed once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+from sqlalchemy import event, func, insert, select
+
+from justtrades.db.engine import transaction
+from justtrades.db.models import Fill, Order
+from justtrades.execution import orders
+from justtrades.execution.workers import WorkerPool
+from justtrades.seed import apply_seed
+
+from ..conftest import build_app
+from .test_execution import REFERENCE_TIME, positions, send, wait_for_jobs
+
+TOKEN = "batch-recorder-5d0c2e8f4a7b1936"
+ACCOUNTS = 6
+
+
+def _seed() -> dict:
+    """One recorder whose six traders each have a paper account, so one alert makes six jobs in six lanes."""
+    return {
+        "accounts": [{"name": f"Batch Paper {index}", "broker": "paper"} for index in range(ACCOUNTS)],
+        "recorders": [{"name": "BATCHNQ", "webhook_token": TOKEN}],
+        "traders": [{"recorder": "BATCHNQ", "account": f"Batch Paper {index}"} for index in range(ACCOUNTS)],
+    }
+
+
+def _batch_app(database_url: str, batch_size: int):
+    # One worker, so the batches it forms do not depend on which thread wins the queue.
+    app = build_app(database_url, seed=None, broker_workers=1, broker_batch_size=batch_size)
+    runtime = app.extensions["justtrades"]
+    runtime.clock = lambda: REFERENCE_TIME
+    with transaction(runtime.session_factory) as session:
+        apply_seed(session, _seed())
+    return app, runtime
+
+
+def _queue_two_alerts(app) -> None:
+    """Queue twelve jobs, two per lane, while the workers are stopped."""
+    send(app, TOKEN, '{"action":"buy","ticker":"NQ1!","price":21500.25}')
+    send(app, TOKEN, '{"action":"buy","ticker":"NQ1!","price":21501.00}')
+
+
+def _worker_commits(runtime) -> list:
+    commits = []
+
+    def count(connection):
+        if threading.current_thread().name.startswith("broker-worker"):
+            commits.append(connection)
+
+    event.listen(runtime.engine, "commit", count)
+    return commits
+
+
+def _count(runtime, model) -> int:
+    with runtime.session_factory() as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_queued_paper_jobs_fill_in_three_transactions(database_url):
+    app, runtime = _batch_app(database_url, batch_size=8)
+    _queue_two_alerts(app)
+    commits = _worker_commits(runtime)
+
+    runtime.start()
+    try:
+        jobs = wait_for_jobs(app)
+    finally:
+        runtime.stop()
+
+    # The first batch takes eight jobs: six lanes run, and the two jobs behind them form the second batch. The
+    # last four jobs form the third.
+    assert [job.status for job in jobs] == ["done"] * 12
+    assert len(commits) == 3
+    assert _count(runtime, Order) == 12
+    assert _count(runtime, Fill) == 12
+    assert sorted(positions(app).values()) == [2] * ACCOUNTS
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_racing_order_row_falls_back_to_single_claims(database_url, monkeypatch, caplog):
+    app, runtime = _batch_app(database_url, batch_size=8)
+    _queue_two_alerts(app)
+    real_order_values = orders._order_values
+    raced = []
+
+    def earlier_holder_writes_first(job, side, quantity):
+        # An earlier holder of the job, still running after its lease lapsed, writes its order row and commits
+        # between the batch's read and its insert. A second connection plays that holder.
+        if not raced:
+            with runtime.engine.begin() as connection:
+                connection.execute(insert(Order).values(
+                    job_id=job.id, account_id=job.account_id, trader_id=job.trader_id,
+                    client_order_id=job.idempotency_key, symbol=job.symbol, side=side, quantity=quantity,
+                ))
+            raced.append(job.id)
+        return real_order_values(job, side, quantity)
+
+    monkeypatch.setattr(orders, "_order_values", earlier_holder_writes_first)
+    caplog.set_level(logging.WARNING, logger="justtrades.execution.executor")
+
+    runtime.start()
+    try:
+        jobs = wait_for_jobs(app)
+    finally:
+        runtime.stop()
+
+    with runtime.session_factory() as session:
+        orders_per_job = session.execute(select(Order.job_id, func.count()).group_by(Order.job_id)).all()
+    assert [job.status for job in jobs] == ["done"] * 12
+    assert sorted(count for _, count in orders_per_job) == [1] * 12
+    assert _count(runtime, Fill) == 12
+    assert sorted(positions(app).values()) == [2] * ACCOUNTS
+    assert any("claiming one by one" in record.getMessage() for record in caplog.records)
+
+
+class _NoJobsStore:
+    instance_id = "test-host:1:abc"
+
+    def release_dead_local_claims(self) -> int:
+        return 0
+
+    def due_jobs(self, limit: int) -> list:
+        return []
+
+
+def _run_pool(submissions, batch_size: int) -> list[tuple[str, object]]:
+    """Submit (job id, lane, broker) items before the one worker starts; return its executor calls in order."""
+    calls = []
+    done = threading.Event()
+
+    def record(kind, value, count):
+        calls.append((kind, value))
+        if sum(len(v) if isinstance(v, list) else 1 for _, v in calls) >= len(submissions):
+            done.set()
+
+    pool = WorkerPool(
+        _NoJobsStore(), lambda job_id: record("single", job_id, 1), size=1, poll_seconds=30, shutdown=threading.Event(),
+        execute_batch=lambda job_ids: record("batch", job_ids, len(job_ids)), batch_size=batch_size,
+        batchable=lambda broker: broker == "paper",
+    )
+    for job_id, lane, broker in submissions:
+        pool.submit(job_id, lane, "NQZ6", broker)
+
+    pool.start()
+    try:
+        assert done.wait(10), f"the pool ran only {calls}"
+        time.sleep(0.05)  # a call beyond the expected ones would show here
+    finally:
+        pool.stop()
+    return calls
+
+
+def test_batch_ends_at_size_or_remote_job():
+    calls = _run_pool([(1, 1, "paper"), (2, 2, "paper"), (3, 3, "paper"), (4, 4, "paper"), (5, 5, "tradovate"),
+                       (6, 6, "paper")], batch_size=3)
+
+    assert calls == [("batch", [1, 2, 3]), ("batch", [4, 5]), ("single", 6)]
+
+
+def test_remote_broker_job_first_runs_alone():
+    calls = _run_pool([(1, 1, "tradovate"), (2, 2, "tradovate"), (3, 3, "paper")], batch_size=8)
+
+    assert calls == [("single", 1), ("single", 2), ("single", 3)]
+
+
+def test_job_behind_busy_lane_runs_after_it():
+    calls = _run_pool([(1, 1, "paper"), (2, 1, "paper"), (3, 2, "paper")], batch_size=8)
+
+    assert calls == [("batch", [1, 3]), ("single", 2)]
