@@ -21,6 +21,7 @@ SHORT_RUNS = {
     "json_endpoints": ["--rows", "300", "--fills", "300", "--requests", "2", "--database", "sqlite"],
     "memory": ["--webhooks", "40", "--steps", "1", "--connections", "2"],
     "paper_orders": ["--rate", "20", "--duration", "1", "--recorders", "2", "--drain-seconds", "30"],
+    "paper_backlog": ["--jobs", "20", "--recorders", "2", "--batch-sizes", "1,4", "--database", "sqlite"],
     "exporter_poll": ["--traders", "10", "--accounts", "5", "--fills", "100", "--requests", "2", "--scrapes", "2"],
 }
 
