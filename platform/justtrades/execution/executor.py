@@ -67,10 +67,10 @@ class Executor:
     def execute_batch(self, job_ids: list[int]) -> None:
         """Claim and run several jobs, with one transaction for all their claims and in-database placements.
 
-        With a backlog of paper jobs this cut the CPU per job by about a quarter and raised the rate at which the
-        workers clear it by half (docs/benchmarks.md, fix 18). Jobs that another worker holds, or that are
-        finished, are skipped. Should an earlier holder write one of
-        the order rows meanwhile, the whole claim rolls back and each job is run on its own.
+        With a backlog of paper jobs, batches of 16 cut the platform's CPU per job by about a third and raised the
+        rate at which the workers clear it by more than half (docs/benchmarks.md, fix 18). Jobs that another
+        worker holds, or that are finished, are skipped. Should an earlier holder write one of the order rows
+        meanwhile, the whole claim rolls back and each job is run on its own.
         """
         try:
             with self._claim_slots:
@@ -82,14 +82,20 @@ class Executor:
                 self.execute(job_id)
             return
 
-        for job, prepared, placement in claimed:
+        # Orders already placed are settled first, so a remote broker's reply does not delay their results.
+        for job, prepared, placement in sorted(claimed, key=lambda item: item[2] is None):
             self._after_claim(job, prepared, placement)
 
     def _claim_batch(self, job_ids: list[int]) -> list[tuple[Row, PreparedJob | None, Placement | None]]:
         with self._session_factory() as session, session.begin():
             jobs = self._store.claim_batch(session, job_ids)
             prepared = orders.prepare_batch(session, jobs, self._brokers)
-            return [(job, prepared[job.id], self._place_if_in_database(session, job, prepared[job.id])) for job in jobs]
+
+            claimed = []
+            for job in jobs:
+                placement = self._place_if_in_database(session, job, prepared[job.id])
+                claimed.append((job, prepared[job.id], placement))
+            return claimed
 
     def _after_claim(self, job: Row, prepared: PreparedJob | None, placement: Placement | None) -> None:
         """Settle an order placed in the claim transaction, or place it now; a failure is retried or ends the job."""
