@@ -69,14 +69,11 @@ def prepare(session: Session, job: Row, configured_brokers) -> PreparedJob | Non
     if row is None:
         return None
 
-    account = account_ref(row)
-    if row.order_id is not None:
-        order = OrderRow(row.order_id, row.client_order_id, row.side, row.quantity, row.order_status)
-        return PreparedJob(account, order, earlier_attempt=True)
-
-    if job.action not in ENTRY_SIDES or account.broker not in configured_brokers:
-        return PreparedJob(account, None, earlier_attempt=False)
-    return PreparedJob(account, insert_order(session, job, ENTRY_SIDES[job.action], job.quantity), earlier_attempt=False)
+    prepared = _without_new_order(job, row, configured_brokers)
+    if prepared is not None:
+        return prepared
+    order = insert_order(session, job, ENTRY_SIDES[job.action], job.quantity)
+    return PreparedJob(account_ref(row), order, earlier_attempt=False)
 
 
 def prepare_batch(session: Session, jobs: Sequence[Row], configured_brokers) -> dict[int, PreparedJob | None]:
@@ -91,18 +88,9 @@ def prepare_batch(session: Session, jobs: Sequence[Row], configured_brokers) -> 
     new_orders = []
     for job in jobs:
         row = by_job.get(job.id)
-        if row is None:
-            prepared[job.id] = None
-            continue
-
-        account = account_ref(row)
-        if row.order_id is not None:
-            order = OrderRow(row.order_id, row.client_order_id, row.side, row.quantity, row.order_status)
-            prepared[job.id] = PreparedJob(account, order, earlier_attempt=True)
-        elif job.action not in ENTRY_SIDES or account.broker not in configured_brokers:
-            prepared[job.id] = PreparedJob(account, None, earlier_attempt=False)
-        else:
-            new_orders.append((job, account))
+        prepared[job.id] = None if row is None else _without_new_order(job, row, configured_brokers)
+        if row is not None and prepared[job.id] is None:
+            new_orders.append((job, account_ref(row)))
 
     if new_orders:
         values = [_order_values(job, ENTRY_SIDES[job.action], job.quantity) for job, _ in new_orders]
@@ -111,6 +99,18 @@ def prepare_batch(session: Session, jobs: Sequence[Row], configured_brokers) -> 
             order = OrderRow(order_id, row["client_order_id"], row["side"], row["quantity"], "pending")
             prepared[job.id] = PreparedJob(account, order, earlier_attempt=False)
     return prepared
+
+
+def _without_new_order(job: Row, row: Row, configured_brokers) -> PreparedJob | None:
+    """Return the prepared job when it needs no new order row (one exists, or it is a close); None when it does."""
+    account = account_ref(row)
+    if row.order_id is not None:
+        order = OrderRow(row.order_id, row.client_order_id, row.side, row.quantity, row.order_status)
+        return PreparedJob(account, order, earlier_attempt=True)
+
+    if job.action not in ENTRY_SIDES or account.broker not in configured_brokers:
+        return PreparedJob(account, None, earlier_attempt=False)
+    return None
 
 
 def insert_order(session: Session, job: Row, side: str, quantity: int) -> OrderRow:
