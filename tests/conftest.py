@@ -80,10 +80,11 @@ def shared_dir() -> Path:
 
 def load_shared_cases() -> list[dict]:
     path = shared_dir() / "cases" / "webhooks.jsonl"
-    if not path.exists():
-        if ON_CI:
-            raise FileNotFoundError(f"shared webhook cases not found at {path}; set JT_SHARED_DIR")
-        return []
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"shared webhook cases not found at {path}: clone the repository beside the shared folder, or set "
+            "JT_SHARED_DIR to the folder that holds cases/webhooks.jsonl"
+        )
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 

@@ -2,45 +2,16 @@
 
 import datetime as dt
 import json
-import os
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from justtrades.webhooks.parser import MAX_QUANTITY, Action, Alert, AlertError, parse_alert
 
+from ..conftest import case_body, load_shared_cases
+
 REFERENCE = dt.datetime(2026, 12, 3, 15, 30, tzinfo=dt.timezone.utc)
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def shared_cases_file() -> Path:
-    """Find webhooks.jsonl in ../shared/cases beside the repository, else under $JT_SHARED_DIR."""
-    candidates = [REPO_ROOT.parent / "shared" / "cases" / "webhooks.jsonl"]
-    if os.environ.get("JT_SHARED_DIR"):
-        shared = Path(os.environ["JT_SHARED_DIR"])
-        candidates += [shared / "cases" / "webhooks.jsonl", shared / "webhooks.jsonl"]
-
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"webhooks.jsonl not found in {', '.join(map(str, candidates))}: set JT_SHARED_DIR to the shared folder")
-
-
-def load_cases() -> dict[str, dict]:
-    lines = shared_cases_file().read_text(encoding="utf-8").splitlines()
-    cases = [json.loads(line) for line in lines if line.strip()]
-    return {case["id"]: case for case in cases}
-
-
-CASES = load_cases()
-
-
-def case_body(case: dict) -> bytes:
-    body = case["body"]
-    if "pad" in case:
-        body = body.replace("{PAD}", "x" * case["pad"])
-    return body.encode("utf-8")
+CASES = {case["id"]: case for case in load_shared_cases()}
 
 
 def parse(body: bytes | str) -> Alert:
