@@ -425,8 +425,22 @@ def test_quantity_at_limit_accepted():
     assert parse(alert_json(quantity=MAX_QUANTITY)).quantity == MAX_QUANTITY
 
 
-def test_quantity_first_alias_wins():
-    assert parse(alert_json(quantity=1, qty=5)).quantity == 1
+def test_quantity_aliases_with_equal_values_pass():
+    assert parse(alert_json(quantity=3, qty="3", contracts=3.0)).quantity == 3
+
+
+def test_quantity_aliases_with_different_values_rejected():
+    error = parse_error(alert_json(quantity=1, qty=5))
+
+    assert error.field == "qty"
+    assert error.message == '"quantity" is 1 but "qty" is 5, two names for one field: keep one of them in the alert message'
+
+
+def test_bracket_aliases_with_different_values_rejected():
+    error = parse_error(alert_json(price=21500, tp=21510, take_profit=21520))
+
+    assert error.field == "tp"
+    assert '"take_profit" is 21520 but "tp" is 21510' in error.message
 
 
 def test_quantity_null_means_absent():

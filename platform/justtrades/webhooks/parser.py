@@ -14,7 +14,7 @@ import enum
 import json
 import re
 from decimal import Decimal
-from typing import Any
+from typing import Any, Callable
 
 from justtrades.markets.products import Product
 from justtrades.markets.symbols import Contract, SymbolError, resolve_symbol, snap_to_tick
@@ -330,11 +330,30 @@ def _to_decimal(name: str, value: Any, example: str = "21500.25") -> Decimal:
     return number
 
 
-def _parse_price(fields: dict, names: tuple[str, ...], product: Product) -> tuple[str, Decimal | None]:
-    name, value = _first_present(fields, names)
-    if value is None:
-        return name, None
+def _parse_aliases(fields: dict, names: tuple[str, ...], parse_one: Callable[[str, Any], Any]) -> tuple[str, Any]:
+    """Parse the first of `names` that the alert sets; another of them set to a different value is rejected.
 
+    Templates name one field in several ways ("qty", "contracts"), and two different values would leave the
+    order size or a bracket level to a guess.
+    """
+    present = [(name, fields[name]) for name in names if fields.get(name) is not None]
+    if not present:
+        return names[0], None
+
+    first_name, first = present[0][0], parse_one(*present[0])
+    for name, value in present[1:]:
+        other = parse_one(name, value)
+        if other != first:
+            raise AlertError(name, f'"{first_name}" is {_shown(first)} but "{name}" is {_shown(other)}, two names '
+                             f'for one field: keep one of them in the alert message')
+    return first_name, first
+
+
+def _parse_price(fields: dict, names: tuple[str, ...], product: Product) -> tuple[str, Decimal | None]:
+    return _parse_aliases(fields, names, lambda name, value: _price_value(name, value, product))
+
+
+def _price_value(name: str, value: Any, product: Product) -> Decimal:
     number = _to_decimal(name, value)
     if number <= 0:
         raise AlertError(name, f"{name} {_shown(number)} must be positive: send the price in the instrument's quote units")
@@ -342,7 +361,7 @@ def _parse_price(fields: dict, names: tuple[str, ...], product: Product) -> tupl
         raise AlertError(name, f"{name} {_shown(number)} is below one tick ({product.tick_size}) of {product.root}: send a real price level")
     if number >= MAX_PRICE:
         raise AlertError(name, f"{name} {_shown(number)} is too large for a futures price: check the alert template")
-    return name, number
+    return number
 
 
 def _parse_bracket(fields: dict, names: tuple[str, ...], product: Product) -> tuple[str, Decimal | None]:
@@ -378,10 +397,10 @@ def _check_bracket_sides(action: Action, price: Decimal | None, take_profit: tup
 
 
 def _parse_quantity(fields: dict) -> int | None:
-    name, value = _first_present(fields, QUANTITY_FIELDS)
-    if value is None:
-        return None
+    return _parse_aliases(fields, QUANTITY_FIELDS, _quantity_value)[1]
 
+
+def _quantity_value(name: str, value: Any) -> int:
     number = _to_decimal(name, value, example="2")
     if number <= 0 or number != number.to_integral_value():
         raise AlertError(name, f"{name} {_shown(value)} is not a positive whole number of contracts: send 1 or more")
