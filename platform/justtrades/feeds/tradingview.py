@@ -386,7 +386,8 @@ class TradingViewFeed:
             self._last_manual_refresh = now
 
         if not self.settings.enabled:
-            return 503, {"success": False, "message": "the TradingView feed is disabled; set JT_TRADINGVIEW_ENABLED=true"}, None
+            message = "the TradingView feed is disabled; set JT_FEEDS_ENABLED=true and leave JT_TRADINGVIEW_ENABLED unset"
+            return 503, {"success": False, "message": message}, None
 
         if not self.session.has_cookies():
             self.request_reconnect()
