@@ -93,8 +93,11 @@ class Executor:
 
             claimed = []
             for job in jobs:
-                placement = self._place_if_in_database(session, job, prepared[job.id])
+                placement = self._place_if_in_database(session, job, prepared[job.id], finish=False)
                 claimed.append((job, prepared[job.id], placement))
+
+            placed = [job.id for job, _, placement in claimed if placement is not None and placement.error is None]
+            self._store.finish_batch(session, placed, DONE)
             return claimed
 
     def _after_claim(self, job: Row, prepared: PreparedJob | None, placement: Placement | None) -> None:
@@ -121,7 +124,8 @@ class Executor:
         prepared = orders.prepare(session, job, self._brokers)
         return prepared, self._place_if_in_database(session, job, prepared)
 
-    def _place_if_in_database(self, session, job: Row, prepared: PreparedJob | None) -> Placement | None:
+    def _place_if_in_database(self, session, job: Row, prepared: PreparedJob | None, *,
+                              finish: bool = True) -> Placement | None:
         """Place a new order in the claim transaction when its broker keeps its book in our database."""
         if prepared is None or prepared.order is None or prepared.earlier_attempt:
             return None
@@ -129,25 +133,28 @@ class Executor:
         place_order_in = getattr(self._brokers.get(prepared.account.broker), "place_order_in", None)
         if place_order_in is None:
             return None
-        return self._place_in_claim(session, job, prepared, place_order_in)
+        return self._place_in_claim(session, job, prepared, place_order_in, finish=finish)
 
     def places_in_database(self, broker: str | None) -> bool:
         """Tell whether jobs of this broker are placed in their claim transaction, so batching them saves work."""
         return hasattr(self._brokers.get(broker), "place_order_in")
 
-    def _place_in_claim(self, session, job: Row, prepared: PreparedJob, place_order_in) -> Placement:
+    def _place_in_claim(self, session, job: Row, prepared: PreparedJob, place_order_in, *,
+                        finish: bool = True) -> Placement:
         """Place the order of a broker whose book is in our database (the paper broker) in the claim transaction.
 
         The claim, the order row, the broker's book and the job's end then commit together: one transaction per
         job instead of three. The placement runs in a savepoint, so when it fails the claim and the order row
-        still commit, and the failure is handled after the commit like any broker's.
+        still commit, and the failure is handled after the commit like any broker's. Without `finish` the caller
+        ends the job in the same transaction, as a batch does for all its placed jobs in one statement.
         """
         started = time.monotonic()
         try:
             with session.begin_nested():
                 # The broker marks the order row itself, because in our database that row is the broker's record.
                 result = place_order_in(session, self._request(job, prepared.account, prepared.order))
-                self._store.finish(job.id, DONE, session=session)
+                if finish:
+                    self._store.finish(job.id, DONE, session=session)
         except Exception as error:  # a BrokerError, or a bug that _settle_placement reports as internal
             return Placement(None, error, time.monotonic() - started)
         return Placement(result, None, time.monotonic() - started)
