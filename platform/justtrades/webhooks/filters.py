@@ -120,7 +120,8 @@ def eligible_traders(session: Session, recorder, alert: Alert, now: dt.datetime)
     """Return the enabled traders that take this signal, or an empty list and the reason none does.
 
     A trader that breached its max daily loss this CME session takes no new entries until the next one. Each
-    trader is a row with id, account_id, quantity and its account's broker, read together with its breach in one statement.
+    trader is a row with id, account_id, quantity and its account's broker, read together with its breach in one
+    statement.
     """
     values = {"traders_recorder_id": recorder.id, "traders_session_date": calendar.session_date(now)}
     rows = session.connection().execute(_ENABLED_TRADERS, values).all()
