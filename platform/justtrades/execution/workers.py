@@ -55,7 +55,7 @@ class WorkerPool:
     """Worker threads that run jobs, one at a time per lane, taking up to `batch_size` batchable jobs at once.
 
     A job is batchable when `batchable(broker)` returns True for its account's broker: the paper broker's orders are
-    placed in the claim transaction, so several of them share one. A batch holds at most one job that is not
+    placed in the claim transaction, so several of them share one. A batch contains at most one job that is not
     batchable, so a worker still waits on one remote broker at a time.
     """
 
