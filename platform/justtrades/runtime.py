@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import secrets
-import socket
 import threading
 from typing import Any, Callable, Iterable
 
@@ -17,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from .config import Settings
 from .daemons import ThreadRegistry
 from .db.engine import create_database_engine, create_session_factory
+from .execution.jobs import new_instance_id
 from .monitoring.refresher import MetricsSnapshot
 
 logger = logging.getLogger(__name__)
@@ -29,8 +27,7 @@ class Runtime:
         self.settings = settings
         self.component_settings = dict(component_settings or {})
         self.started_at = dt.datetime.now(dt.timezone.utc)
-        # host:pid:nonce; the nonce tells a restarted container process (same pid) from its predecessor.
-        self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.instance_id = new_instance_id()
 
         self.engine: Engine = create_database_engine(settings.database_url)
         self.session_factory: sessionmaker[Session] = create_session_factory(self.engine)

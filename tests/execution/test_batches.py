@@ -127,7 +127,7 @@ class _NoJobsStore:
     def release_dead_local_claims(self) -> int:
         return 0
 
-    def due_jobs(self, limit: int) -> list:
+    def due_jobs(self, limit: int, scope=None) -> list:
         return []
 
 

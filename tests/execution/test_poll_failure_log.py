@@ -156,7 +156,7 @@ class OutageStore:
     def release_dead_local_claims(self) -> int:
         return 0
 
-    def due_jobs(self, limit: int) -> list:
+    def due_jobs(self, limit: int, scope=None) -> list:
         self.polls += 1
         if self.polls <= self._failures:
             raise outage_error(self.polls)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
+import secrets
 import socket
+from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
@@ -22,6 +25,31 @@ DONE = "done"
 FAILED = "failed"
 
 T = TypeVar("T")
+
+
+def new_instance_id() -> str:
+    """Name this process in the claims it makes: host:pid:nonce.
+
+    The nonce tells a restarted container process (same pid) from its predecessor; release_dead_local_claims
+    reads the host and pid.
+    """
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class BrokerScope:
+    """The jobs of the named brokers, or with `others`, every other job, those of deleted accounts included."""
+
+    brokers: tuple[str, ...]
+    others: bool = False
+
+    def condition(self):
+        if self.others:
+            return or_(Account.broker.is_(None), Account.broker.not_in(self.brokers))
+        return Account.broker.in_(self.brokers)
+
+    def covers(self, broker: str | None) -> bool:
+        return (broker in self.brokers) != self.others
 
 
 class JobStore:
@@ -89,25 +117,31 @@ class JobStore:
                 )
             )
 
-    def due_jobs(self, limit: int, now: dt.datetime | None = None) -> list[tuple[int, int, str, str | None]]:
+    def due_jobs(self, limit: int, now: dt.datetime | None = None, *, scope: "BrokerScope | None" = None
+                 ) -> list[tuple[int, int, str, str | None]]:
         """Return (id, account id, symbol, broker) of jobs to run now: queued and due, or running with a lapsed lease.
 
-        The broker is None for a job whose account no longer exists.
+        The broker is None for a job whose account no longer exists. A scope keeps the jobs of some brokers only,
+        for a pool that runs those.
         """
         now = now or utcnow()
-        with self._session_factory() as session:
-            rows = session.execute(
-                select(ExecutionJob.id, ExecutionJob.account_id, ExecutionJob.symbol, Account.broker)
-                .outerjoin(Account, Account.id == ExecutionJob.account_id)
-                .where(
-                    or_(
-                        and_(ExecutionJob.status == QUEUED, ExecutionJob.next_attempt_at <= now),
-                        and_(ExecutionJob.status == RUNNING, ExecutionJob.lease_expires_at < now),
-                    )
+        query = (
+            select(ExecutionJob.id, ExecutionJob.account_id, ExecutionJob.symbol, Account.broker)
+            .outerjoin(Account, Account.id == ExecutionJob.account_id)
+            .where(
+                or_(
+                    and_(ExecutionJob.status == QUEUED, ExecutionJob.next_attempt_at <= now),
+                    and_(ExecutionJob.status == RUNNING, ExecutionJob.lease_expires_at < now),
                 )
-                .order_by(ExecutionJob.id)
-                .limit(limit)
-            ).all()
+            )
+            .order_by(ExecutionJob.id)
+            .limit(limit)
+        )
+        if scope is not None:
+            query = query.where(scope.condition())
+
+        with self._session_factory() as session:
+            rows = session.execute(query).all()
         return [tuple(row) for row in rows]
 
     def release_dead_local_claims(self) -> int:
@@ -192,4 +226,16 @@ def _claimant_alive(claimed_by: str) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """Tell whether the process has exited and waits to be reaped, which makes no more claims.
+
+    A killed platform's paper worker process stays so until its new parent collects it. Without /proc: False.
+    """
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state == "Z"

@@ -9,7 +9,7 @@ import threading
 from typing import Callable, Hashable
 
 from .failure_log import RepeatedFailureLog
-from .jobs import JobStore
+from .jobs import BrokerScope, JobStore
 
 logger = logging.getLogger(__name__)
 
@@ -71,12 +71,14 @@ class WorkerPool:
         execute_batch: Callable[[list[int]], None] | None = None,
         batch_size: int = 1,
         batchable: Callable[[str | None], bool] = lambda broker: False,
+        scope: BrokerScope | None = None,
     ):
         self._store = store
         self._execute = execute
         self._execute_batch = execute_batch
         self._batch_size = batch_size if execute_batch is not None else 1
         self._batchable = batchable
+        self._scope = scope  # the brokers whose jobs the table poll queues here; None for every job
         self.size = size
         self._poll_seconds = poll_seconds
         self._shutdown = shutdown
@@ -183,7 +185,7 @@ class WorkerPool:
         while not self._shutdown.wait(self._poll_seconds):
             self._replace_dead_workers()
             try:
-                due = self._store.due_jobs(limit=500)
+                due = self._store.due_jobs(limit=500, scope=self._scope)
             except Exception as error:
                 self._poll_failures.failed(error)
                 continue
