@@ -59,6 +59,21 @@ def _cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
+def _children(pid: int) -> list[int]:
+    """Return the processes whose parent is pid: the platform's paper worker process, when it runs one."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+        if parent == pid:
+            children.append(int(entry.name))
+    return children
+
+
 def _postgres_pids() -> list[int]:
     """Return the processes named postgres on this machine: the local server of the database.
 
@@ -90,11 +105,14 @@ def run(args) -> Report:
                 servers.wait_for_empty_queue(platform.url, 30)
 
                 on_postgresql = args.database == "postgresql"
+                workers = _children(platform.pid)
                 platform_before = _cpu_seconds([platform.pid])
+                workers_before = _cpu_seconds(workers)
                 postgres_before = _cpu_seconds(_postgres_pids()) if on_postgresql else {}
                 result = load.open_loop(platform.url, make_request, rate=args.rate, duration=args.duration)
                 drained = servers.wait_for_empty_queue(platform.url, args.drain_seconds)
                 platform_cpu = _cpu_used(platform_before, _cpu_seconds([platform.pid]))
+                workers_cpu = _cpu_used(workers_before, _cpu_seconds(workers))
                 postgres_cpu = _cpu_used(postgres_before, _cpu_seconds(_postgres_pids())) if on_postgresql else 0.0
 
     answered = result.status_counts().get(200, 0)
@@ -106,6 +124,8 @@ def run(args) -> Report:
     report.section("orders")
     report.figure("queue drained after the load", "not within the limit" if drained is None else f"{drained:.1f} s")
     report.figure("platform CPU per delivery", ms(platform_cpu / per_delivery))
+    if workers:
+        report.figure("paper worker process CPU per delivery", ms(workers_cpu / per_delivery))
     if on_postgresql:
         report.figure("PostgreSQL CPU per delivery", ms(postgres_cpu / per_delivery))
     report.goal("seconds to drain the queue after the load", args.drain_seconds if drained is None else drained,

@@ -69,6 +69,21 @@ def _env_networks(environ, name: str) -> tuple[str, ...]:
     return tuple(networks)
 
 
+def _broker_process(environ, database_url: str) -> bool:
+    """Read JT_BROKER_PROCESS: true, false, or auto (the default), which is true on PostgreSQL only.
+
+    On SQLite a second process would contend for the file's one write lock outside the process's own queue,
+    which lets webhook transactions go first (db/engine.py), so the embedded default keeps threads.
+    """
+    raw = environ.get("JT_BROKER_PROCESS") or "auto"
+    if raw.strip().lower() == "auto":
+        return database_url.startswith("postgresql")
+    try:
+        return _env_bool(environ, "JT_BROKER_PROCESS", False)
+    except ConfigError:
+        raise ConfigError(f"JT_BROKER_PROCESS={raw!r} is not true, false or auto; use one of them") from None
+
+
 def default_database_url() -> str:
     """Return the SQLite file used when DATABASE_URL is not set."""
     path = Path(os.environ.get("JT_DATA_DIR", "instance")).resolve() / "justtrades.sqlite3"
@@ -92,6 +107,10 @@ class Settings:
     # Paper jobs a worker claims and fills in one transaction when several wait; 1 claims each job alone.
     broker_batch_size: int = 16
     worker_poll_seconds: float = 1.0
+    # Paper jobs run in a child process of their own (execution/process.py), so that filling them does not take
+    # the interpreter lock from the webhook threads. Settings built in code keep them in threads; from the
+    # environment the default is the child process on PostgreSQL and threads on SQLite (see from_environ).
+    broker_process: bool = False
     job_max_attempts: int = 5
     job_lease_seconds: float = 60.0
 
@@ -123,8 +142,10 @@ class Settings:
         environ = os.environ if environ is None else environ
         defaults = cls()
 
+        database_url = environ.get("DATABASE_URL") or defaults.database_url
+
         return cls(
-            database_url=environ.get("DATABASE_URL") or defaults.database_url,
+            database_url=database_url,
             admin_api_key=environ.get("JT_ADMIN_API_KEY") or None,
             secret_key=environ.get("JT_SECRET_KEY") or defaults.secret_key,
             broker=environ.get("JT_BROKER", defaults.broker),
@@ -134,6 +155,7 @@ class Settings:
             ),
             broker_batch_size=_env_int(environ, "JT_BROKER_BATCH_SIZE", defaults.broker_batch_size, minimum=1),
             worker_poll_seconds=_env_float(environ, "JT_WORKER_POLL_SECONDS", defaults.worker_poll_seconds),
+            broker_process=_broker_process(environ, database_url),
             job_max_attempts=_env_int(environ, "JT_JOB_MAX_ATTEMPTS", defaults.job_max_attempts, minimum=1),
             job_lease_seconds=_env_float(environ, "JT_JOB_LEASE_SECONDS", defaults.job_lease_seconds),
             webhook_max_body_bytes=_env_int(

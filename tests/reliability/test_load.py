@@ -1,8 +1,8 @@
 """Load: 200 webhooks per second for 10 minutes on PostgreSQL, watched by a real Prometheus with the alert rules.
 
 Checks: every delivery gets a 200 response (or 202 when spooled) within TradingView's 3 seconds, each one ends as
-exactly one activity row with its jobs, the job queue drains, the memory of the platform stays flat (RSS from
-/health/detailed), and no alert rule fires or is pending.
+exactly one activity row with its jobs, the job queue drains, the memory of the platform stays flat (RSS of the
+platform process and of its paper worker process, from /health/detailed), and no alert rule fires or is pending.
 
 The duration is JT_LOAD_SECONDS: 600 on CI (CI=true), 60 otherwise, so a local run takes about two minutes.
 JT_LOAD_RATE sets the rate (default 200 per second).
@@ -177,20 +177,27 @@ class OpenLoopSender:
 
 
 class RssSampler(threading.Thread):
+    """Samples the RSS of the platform process, and of its paper worker process when it runs one."""
+
     def __init__(self, server):
         super().__init__(daemon=True, name="rss-sampler")
         self.server = server
         self.samples: list[tuple[float, int]] = []
+        self.worker_samples: list[tuple[float, int]] = []
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         started = time.monotonic()
         while not self._stop_event.wait(RSS_SAMPLE_SECONDS):
             try:
-                rss = self.server.get("/health/detailed").json()["memory"]["rss_bytes"]
+                document = self.server.get("/health/detailed").json()
+                rss = document["memory"]["rss_bytes"]
+                worker_process = document["workers"].get("paper_worker_process")
             except (requests.RequestException, ValueError, KeyError):
                 continue
             self.samples.append((time.monotonic() - started, rss))
+            if worker_process and worker_process.get("rss_bytes"):
+                self.worker_samples.append((time.monotonic() - started, worker_process["rss_bytes"]))
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -247,6 +254,7 @@ def test_sustained_webhook_load(load_database, tmp_path):
     latencies = sorted(d.latency for d in answered)
     late = [d for d in answered if d.latency > TRADINGVIEW_DROP_SECONDS]
     rss_growth = _rss_growth(sampler.samples)
+    worker_rss_growth = _rss_growth(sampler.worker_samples)
     report_result(
         "load", database="postgresql", rate_per_second=RATE_PER_SECOND, duration_seconds=DURATION_SECONDS,
         market_closed_throughout=market_closed,
@@ -255,7 +263,9 @@ def test_sustained_webhook_load(load_database, tmp_path):
         answered_after_3s=len(late), load_seconds=round(load_seconds, 1),
         latency_p50_ms=_ms(latencies, 0.5), latency_p99_ms=_ms(latencies, 0.99), latency_max_ms=_ms(latencies, 1.0),
         seconds_to_drain_after_load=drained, rss_mib_first=_mib(sampler.samples, 0), rss_mib_last=_mib(sampler.samples, -1),
-        rss_growth_after_warmup=rss_growth, alerts=[(a["metric"]["alertname"], a["metric"]["alertstate"]) for a in alerts],
+        rss_growth_after_warmup=rss_growth, worker_process_rss_mib_first=_mib(sampler.worker_samples, 0),
+        worker_process_rss_mib_last=_mib(sampler.worker_samples, -1), worker_process_rss_growth_after_warmup=worker_rss_growth,
+        alerts=[(a["metric"]["alertname"], a["metric"]["alertstate"]) for a in alerts],
     )
 
     assert sender.stopped_behind_at is None, (
@@ -266,6 +276,9 @@ def test_sustained_webhook_load(load_database, tmp_path):
     assert drained is not None, "the job queue did not drain"
     _check_exactly_once(load_database, answered)
     assert rss_growth is not None and rss_growth <= RSS_GROWTH_LIMIT, f"RSS grew {rss_growth:.1%} after warm-up"
+    if sampler.worker_samples:
+        assert worker_rss_growth is not None and worker_rss_growth <= RSS_GROWTH_LIMIT, (
+            f"the paper worker process's RSS grew {worker_rss_growth:.1%} after warm-up")
     assert alerts == [], f"alert rules fired or are pending: {alerts}"
 
 

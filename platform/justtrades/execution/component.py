@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from decimal import Decimal
 
 from ..brokers.paper import PaperBroker
 from .executor import Executor
 from .jobs import JobStore
+from .process import PROCESS_SCOPE, BrokerProcess, JobRouter
 from .stats import ExecutionStats, WebhookStats
 from .workers import WorkerPool
 
@@ -27,11 +29,17 @@ def init_app(app, runtime) -> None:
         runtime.session_factory, runtime.jobs, runtime.brokers, runtime.execution_stats, settings.job_max_attempts,
         claim_concurrency=settings.broker_claim_concurrency,
     )
-    runtime.workers = WorkerPool(
+    threads = WorkerPool(
         runtime.jobs, executor.execute, settings.broker_workers, settings.worker_poll_seconds, runtime.shutdown_event,
         execute_batch=executor.execute_batch, batch_size=settings.broker_batch_size,
         batchable=executor.places_in_database,
+        scope=dataclasses.replace(PROCESS_SCOPE, others=True) if settings.broker_process else None,
     )
+    if settings.broker_process:
+        process = BrokerProcess(settings, runtime.execution_stats, lambda: _cached_prices(runtime))
+        runtime.workers = JobRouter(threads, process)
+    else:
+        runtime.workers = threads
     runtime.on_start(runtime.workers.start)
     runtime.on_stop(runtime.workers.stop)
 
@@ -51,3 +59,11 @@ def _cached_price(runtime, root: str) -> Decimal | None:
         return None
     entry = feed.price_snapshot().get(root)
     return entry[0] if entry else None
+
+
+def _cached_prices(runtime) -> dict[str, Decimal]:
+    """Return the feed's last price of each contract root; the feed component starts after this one."""
+    feed = getattr(runtime, "price_feed", None)
+    if feed is None:
+        return {}
+    return {root: quote[0] for root, quote in feed.price_snapshot().items()}

@@ -123,6 +123,20 @@ def broker_execution(runtime) -> dict:
     }
 
 
+def _paper_worker_process(runtime) -> dict | None:
+    """The child process that runs the paper jobs (execution/process.py), or None when threads run them."""
+    process = getattr(runtime.workers, "process", None)
+    if process is None:
+        return None
+    pid = process.pid
+    return {
+        "pid": pid,
+        "workers_alive": process.workers_alive(),
+        "restarts": process.process_restarts,
+        "rss_bytes": _rss_bytes(pid) if pid is not None else None,
+    }
+
+
 def http_workers_alive(runtime) -> int:
     """Threads of the WSGI server that serve webhooks; the serve command installs the probe."""
     probe = getattr(runtime, "http_workers_probe", None)
@@ -320,6 +334,7 @@ def detailed_health(runtime) -> dict:
             "broker_workers_alive": runtime.workers.workers_alive(),
             "broker_workers_configured": runtime.workers.size,
             "http_workers_alive": http_workers_alive(runtime),
+            "paper_worker_process": _paper_worker_process(runtime),
         },
         "threads": {
             "count": threading.active_count(),
@@ -339,9 +354,12 @@ def _pool_status(pool) -> dict:
     }
 
 
-def _rss_bytes() -> int:
+def _rss_bytes(pid: int | None = None) -> int | None:
+    """Return the resident memory of this process, or of process pid (None when it has exited)."""
     try:
-        with open(f"/proc/{os.getpid()}/statm") as statm:
+        with open(f"/proc/{pid or os.getpid()}/statm") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
+        if pid is not None:
+            return None
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
