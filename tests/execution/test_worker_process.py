@@ -19,6 +19,7 @@ from justtrades.config import ConfigError, Settings
 from justtrades.db.engine import transaction
 from justtrades.db.models import ExecutionJob, Fill, Order
 from justtrades.execution.jobs import BrokerScope, _claimant_alive
+from justtrades.execution import process as process_module
 from justtrades.execution.process import PROCESS_SCOPE, JobRouter
 from justtrades.feeds.tradingview import Quote
 from justtrades.seed import apply_seed
@@ -228,3 +229,27 @@ class _Pool:
 
     def workers_alive(self) -> int:
         return self._alive
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_silent_child_is_killed_and_replaced(database_url, monkeypatch):
+    monkeypatch.setattr(process_module, "SILENT_CHILD_SECONDS", 2.0)
+    app = build_app(database_url, start_background=True, broker_process=True)
+    runtime = app.extensions["justtrades"]
+    runtime.clock = lambda: REFERENCE_TIME
+    process = runtime.workers.process
+    try:
+        wait_until(lambda: runtime.workers.workers_alive() == 10, "the paper worker process to report")
+        hung_pid = process.pid
+
+        # A stopped process sends no report, as a deadlocked one would not.
+        os.kill(hung_pid, signal.SIGSTOP)
+        wait_until(lambda: process.pid not in (None, hung_pid), "a new child in place of the hung one")
+        send(app, NQ_TOKEN, '{"action":"buy","ticker":"NQ1!","price":21500.25}')
+        jobs = wait_for_jobs(app)
+
+        assert process.process_restarts == 1
+        assert not _claimant_alive(f"{socket.gethostname()}:{hung_pid}:x")
+        assert [job.status for job in jobs] == ["done"] * len(jobs)
+    finally:
+        runtime.stop()

@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import os
 import queue
+import select
 import socket
 import subprocess
 import sys
@@ -44,6 +45,9 @@ OUTBOX_LIMIT = 100_000
 PRICE_SECONDS = 0.5
 # Seconds without a report after which the child's workers count as not alive (it reports every 0.2 s).
 REPORT_TIMEOUT_SECONDS = 5.0
+# Seconds without a report, or without the first one after the start, after which the child counts as hung and
+# is killed, so that another replaces it. Its start reads the database once, within the reply deadline.
+SILENT_CHILD_SECONDS = 60.0
 # The wait before the first restart of a child that died, doubled per death before a report, up to the maximum.
 RESTART_BACKOFF_SECONDS = 1.0
 RESTART_BACKOFF_MAX_SECONDS = 30.0
@@ -73,6 +77,7 @@ class BrokerProcess:
         self._child: subprocess.Popen | None = None
         self._connection = None
         self._receiver: threading.Thread | None = None
+        self._started_at = 0.0
         self._sent_prices: dict | None = None
 
         self._report = _Report()
@@ -86,8 +91,8 @@ class BrokerProcess:
         try:
             self._outbox.put_nowait((job_id, account_id, symbol, broker))
         except queue.Full:
-            logger.warning("job %s: the pipe to the paper worker process is full; its table poll will find the job",
-                           job_id)
+            logger.warning("job %s: %d job ids already wait for the paper worker process; its table poll will find "
+                           "this one", job_id, OUTBOX_LIMIT)
 
     def start(self) -> None:
         # The pump thread starts every child: a child dies with the thread that started it (process_main.py).
@@ -124,6 +129,7 @@ class BrokerProcess:
                 if self._child is None or self._child.poll() is not None:
                     self._replace_child()
                     continue
+                self._kill_if_silent()
                 self._send_waiting_jobs()
             except Exception:
                 # The pump must outlive a bug in one pass, or nothing would start a child again.
@@ -139,6 +145,7 @@ class BrokerProcess:
                 return
 
         self._child, self._connection = _spawn_child(self._settings)
+        self._started_at = time.monotonic()
         self._sent_prices = None
         self._receiver = threading.Thread(
             target=self._receive, args=(self._connection, self._child), name=f"paper-process-{self._child.pid}",
@@ -161,6 +168,16 @@ class BrokerProcess:
                      "resumes the jobs it held", child.pid, child.returncode, self.process_restarts)
         self._close_connection()
 
+    def _kill_if_silent(self) -> None:
+        """Kill a child that has sent no report for SILENT_CHILD_SECONDS, so that the next pass replaces it."""
+        silent = time.monotonic() - (self._report.received_at or self._started_at)
+        if silent < SILENT_CHILD_SECONDS:
+            return
+        logger.error("paper worker process %s sent no report for %.0f s; killing it to start another",
+                     self._child.pid, silent)
+        self._child.kill()
+        self._child.wait(STOP_TIMEOUT_SECONDS)
+
     def _send_waiting_jobs(self) -> None:
         try:
             first = self._outbox.get(timeout=PRICE_SECONDS)
@@ -173,6 +190,11 @@ class BrokerProcess:
             except queue.Empty:
                 break
 
+        if not _writable(self._connection, PRICE_SECONDS):
+            # Only a hung child stops reading its pipe: these jobs wait for the table poll of its successor.
+            logger.warning("paper worker process %s is not reading its pipe; %d job(s) left to the table poll",
+                           self._child.pid, len(jobs))
+            return
         try:
             self._send_prices_if_changed()
             if jobs:
@@ -232,6 +254,12 @@ class BrokerProcess:
             self._stats.record_no_order()
         elif kind == "failure":
             self._stats.record_failure(FailureReason(event[1]), event[2])
+
+
+def _writable(connection, timeout: float) -> bool:
+    """Tell whether the pipe accepts more bytes within timeout seconds."""
+    _, writable, _ = select.select([], [connection.fileno()], [], timeout)
+    return bool(writable)
 
 
 def _spawn_child(settings: Settings):
