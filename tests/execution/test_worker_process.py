@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -96,8 +97,8 @@ def test_killed_child_is_replaced_and_jobs_finish(process_app):
     assert [job.status for job in jobs] == ["done"] * len(jobs)
     assert _count(process_app, Order) == len(jobs)
     assert process.process_restarts == 1
-    # The ten workers that died with the process count as restarted, as threads replaced in the pool would.
-    assert _status(process_app)["broker_execution"]["worker_restarts"] == 10
+    # A dead process counts as one restart, as a dead worker thread does, so one kill does not page.
+    assert _status(process_app)["broker_execution"]["worker_restarts"] == 1
     wait_until(lambda: runtime.workers.workers_alive() == 10, "the new child's workers")
     detailed = process_app.test_client().get("/health/detailed", headers={"X-API-Key": TEST_API_KEY}).get_json()
     worker_process = detailed["workers"]["paper_worker_process"]
@@ -253,3 +254,21 @@ def test_silent_child_is_killed_and_replaced(database_url, monkeypatch):
         assert [job.status for job in jobs] == ["done"] * len(jobs)
     finally:
         runtime.stop()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_stop_during_restart_wait_is_clean(database_url, monkeypatch):
+    errors = []
+    monkeypatch.setattr(threading, "excepthook", errors.append)
+    app = build_app(database_url, start_background=True, broker_process=True)
+    runtime = app.extensions["justtrades"]
+    process = runtime.workers.process
+    wait_until(lambda: runtime.workers.workers_alive() == 10, "the paper worker process to report")
+
+    os.kill(process.pid, signal.SIGKILL)
+    wait_until(lambda: process.process_restarts == 1, "the dead child to be buried")
+    runtime.stop()
+
+    assert not process._pump_thread.is_alive()
+    assert errors == []
+    assert process.process_restarts == 1

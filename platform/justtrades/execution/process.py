@@ -155,9 +155,11 @@ class BrokerProcess:
         logger.info("paper worker process %s started with %d workers", self._child.pid, self.size)
 
     def _bury_child(self) -> None:
-        """Count the dead child's workers as restarted, log how it ended, and close its pipe."""
+        """Count the dead child as one restart (with its threads' own), log how it ended, and close its pipe."""
         child, report = self._child, self._report
-        self._earlier_restarts += report.worker_restarts + self.size
+        # One death counts once, as a dead worker thread does: the restart alerts count replacements, and ten for
+        # one out-of-memory kill would page at once.
+        self._earlier_restarts += report.worker_restarts + 1
         self._report = _Report()
         self.process_restarts += 1
         if report.received_at == 0.0:
@@ -167,6 +169,7 @@ class BrokerProcess:
         logger.error("paper worker process %s exited with code %s; starting another (restart %d), which "
                      "resumes the jobs it held", child.pid, child.returncode, self.process_restarts)
         self._close_connection()
+        self._child = self._connection = None
 
     def _kill_if_silent(self) -> None:
         """Kill a child that has sent no report for SILENT_CHILD_SECONDS, so that the next pass replaces it."""
@@ -201,8 +204,8 @@ class BrokerProcess:
                 self._connection.send(("jobs", jobs))
         except OSError as error:
             # The child is dead or dying; the next pass starts another, whose poll finds these jobs in the table.
-            logger.warning("paper worker process %s: sending %d job(s) failed (%s); the table poll will find them",
-                           self._child.pid, len(jobs), type(error).__name__)
+            logger.warning("paper worker process %s: writing to its pipe failed (%s); %d job(s) left to the table "
+                           "poll", self._child.pid, type(error).__name__, len(jobs))
             self._child.wait(STOP_TIMEOUT_SECONDS)
 
     def _send_prices_if_changed(self) -> None:
@@ -214,7 +217,7 @@ class BrokerProcess:
     def _stop_child(self) -> None:
         child = self._child
         if child is None:
-            return
+            return  # none started, or the dead one was buried while the platform began to stop
         # Shutting the pipe for writing makes the child finish its jobs and exit. Its last report still arrives.
         with socket.socket(fileno=os.dup(self._connection.fileno())) as pipe:
             pipe.shutdown(socket.SHUT_WR)
@@ -225,6 +228,7 @@ class BrokerProcess:
                            STOP_TIMEOUT_SECONDS)
             child.kill()
             child.wait(STOP_TIMEOUT_SECONDS)
+        logger.info("paper worker process %s exited with code %s", child.pid, child.returncode)
         self._close_connection()
 
     def _close_connection(self) -> None:

@@ -152,7 +152,8 @@ def _report(connection, pool: WorkerPool, stats: ForwardedStats, shutdown: threa
 
 def _exit_on_signal(signum, _frame) -> None:
     # SystemExit leaves the pipe's read loop through run's finally block, which stops the workers.
-    raise SystemExit(f"paper worker process {os.getpid()}: stopping on signal {signum}")
+    logger.info("paper worker process %s: received signal %s", os.getpid(), signum)
+    raise SystemExit(0)
 
 
 def _die_with_parent(parent_pid: int) -> None:
