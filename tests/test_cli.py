@@ -1,10 +1,11 @@
-"""The `justtrades` command: migrate, seed (idempotent, with clear errors) and create-admin."""
+"""The `justtrades` command: migrate, seed (idempotent, with clear errors), create-admin, and serve's start-up output."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import pytest
 from sqlalchemy import func, select
 
 from justtrades.db.engine import create_database_engine, create_session_factory
@@ -83,3 +84,40 @@ def test_migrate_lists_applied_migrations_once(tmp_path):
     assert "applied migrations 0001, 0002" in first.stdout
     assert "applied migrations" not in second.stdout
     assert "is up to date" in second.stdout
+
+
+def test_feed_setting_error_is_one_line(tmp_path):
+    result = run_cli(tmp_path, "serve", "--port", "0", env_extra={"JT_FEEDS_ENABLED": "maybe"})
+
+    assert result.returncode == 2
+    assert "JT_FEEDS_ENABLED='maybe' is not a boolean" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("host", "shown"), [
+    ("127.0.0.1", "/webhook/demo-nq-7f3a9c2e41b8d605"),
+    ("0.0.0.0", "/webhook/...d605"),
+])
+def test_serve_prints_full_tokens_on_loopback_only(host, shown, capsys, tmp_path):
+    from justtrades import cli
+    from justtrades.app import create_app
+    from justtrades.config import Settings
+    from justtrades.db.engine import transaction
+    from justtrades.db.migrate import upgrade
+    from justtrades.seed import apply_seed, load_seed_file
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'urls.sqlite3'}", secret_key="test")
+    engine = create_database_engine(settings.database_url)
+    upgrade(engine)
+    engine.dispose()
+    app = create_app(settings, start_background=False)
+    runtime = app.extensions["justtrades"]
+    with transaction(runtime.session_factory) as session:
+        apply_seed(session, load_seed_file(DEMO_SEED))
+
+    cli._print_webhook_urls(runtime, host, 5000)
+    printed = capsys.readouterr().out
+    runtime.stop()
+
+    assert f"webhook for JADNQ: http://127.0.0.1:5000{shown}\n" in printed
+    assert ("demo-nq-7f3a9c2e41b8d605" in printed) is (host == "127.0.0.1")

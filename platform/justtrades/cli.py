@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import ipaddress
 import logging
 import os
 import signal
@@ -13,9 +14,12 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from .brokers.tradovate_auth import CredentialsError
 from .config import ConfigError, Settings
 from .db.engine import create_database_engine, create_session_factory, lifted_timeouts, transaction
 from .db.migrate import pending_revisions, upgrade
+from .feeds.settings import FeedConfigError
+from .markets.globex_holidays import HolidayFileError
 from .seed import SeedError, apply_seed, load_seed_file
 
 logger = logging.getLogger("justtrades.cli")
@@ -32,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_environ()
         return arguments.handler(arguments, settings)
-    except (ConfigError, SeedError) as error:
+    except (ConfigError, FeedConfigError, CredentialsError, HolidayFileError, SeedError) as error:
+        # Each message names the setting or file and the value to fix, so a traceback would add only noise.
         print(f"error: {error}", file=sys.stderr)
         return 2
 
@@ -163,8 +168,22 @@ def _print_webhook_urls(runtime, host: str, port: int) -> None:
         recorders = session.execute(select(Recorder.name, Recorder.webhook_token).order_by(Recorder.id)).all()
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     print(f"Just Trades listening on http://{shown_host}:{port}", flush=True)
+    # The token is a webhook's only credential. A server reachable from other hosts usually has its output
+    # collected into logs, so there only the token's end is shown, as in the access log.
+    local = _is_loopback(host)
     for name, token in recorders:
-        print(f"  webhook for {name}: http://{shown_host}:{port}/webhook/{token}", flush=True)
+        shown_token = token if local else f"...{token[-4:]}"
+        print(f"  webhook for {name}: http://{shown_host}:{port}/webhook/{shown_token}", flush=True)
+    if recorders and not local:
+        print("  (tokens shortened on a non-loopback address: each recorder's full token is in its seed file)",
+              flush=True)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _safe_url(engine) -> str:
