@@ -81,7 +81,7 @@ class BrokerProcess:
         self._sent_prices: dict | None = None
 
         self._report = _Report()
-        self._earlier_restarts = 0  # worker restarts of children that have died, and the workers they took along
+        self._earlier_restarts = 0  # the thread restarts of children that have died, and one per death
         self.process_restarts = 0
         self._deaths_in_a_row = 0
 
