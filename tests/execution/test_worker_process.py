@@ -31,14 +31,14 @@ from .test_execution import NQ_TOKEN, REFERENCE_TIME, send, wait_for_jobs
 STEP_TIMEOUT = 30.0
 
 
-def wait_until(condition, what: str, timeout: float = STEP_TIMEOUT):
+def wait_until(condition, description: str, timeout: float = STEP_TIMEOUT):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {description}")
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ T = TypeVar("T")
 def new_instance_id() -> str:
     """Name this process in the claims it makes: host:pid:nonce.
 
-    The nonce tells a restarted container process (same pid) from its predecessor; release_dead_local_claims
+    The nonce distinguishes a restarted container process (same pid) from its predecessor; release_dead_local_claims
     reads the host and pid.
     """
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"

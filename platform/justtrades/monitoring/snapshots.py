@@ -124,7 +124,7 @@ def broker_execution(runtime) -> dict:
 
 
 def _paper_worker_process(runtime) -> dict | None:
-    """The child process that runs the paper jobs (execution/process.py), or None when threads run them."""
+    """Describe the child process that runs the paper jobs (execution/process.py); None when threads run them."""
     process = getattr(runtime.workers, "process", None)
     if process is None:
         return None
