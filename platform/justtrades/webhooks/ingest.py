@@ -160,10 +160,15 @@ class WebhookIngestor:
     def _decide(self, session, delivery: Delivery, alert: Alert | None, error: AlertError | None,
                 fingerprint: str | None) -> tuple[_Decision, object]:
         """Read what the delivery's outcome depends on; return the decision and the recorder row (or None)."""
-        # 1. The token decides the recorder; an unknown one is logged raw and gets a 404. The row is locked
-        # (PostgreSQL) for a parsed alert, so the cooldown check and the last-signal update see one order.
-        statement = _RECORDER_FOR_UPDATE if alert else _RECORDER
-        recorder = session.connection().execute(statement, {"recorder_token": delivery.token}).first()
+        # 1. The token decides the recorder; an unknown one is logged raw and gets a 404. For a parsed alert the
+        # recorder comes with its signal blocks and traders, and its row is locked (PostgreSQL), so the cooldown
+        # check and the last-signal update see one order.
+        context = None
+        if alert:
+            context = filters.read_signal_context(session, delivery.token, alert, delivery.received_at)
+            recorder = context.recorder if context else None
+        else:
+            recorder = session.connection().execute(_RECORDER, {"recorder_token": delivery.token}).first()
         if recorder is None:
             return _Decision(404, "unknown_token", {
                 "error": "unknown webhook token: check the webhook URL in the TradingView alert against the recorder's URL",
@@ -189,10 +194,10 @@ class WebhookIngestor:
             }, alert, "duplicate", "same alert within the duplicate window"), recorder
 
         now = delivery.received_at
-        reason = filters.recorder_block_reason(session, recorder, alert, now)
+        reason = filters.recorder_block_reason(context, alert, now)
         traders = []
         if reason is None:
-            traders, reason = filters.eligible_traders(session, recorder, alert, now)
+            traders, reason = filters.eligible_traders(context, alert)
         if reason:
             payload = {"status": "blocked", "reason": reason,
                        "message": filters.block_message(reason, recorder, alert, now)}
@@ -389,7 +394,6 @@ def _claim_guard(insert):
 
 _CLAIM_GUARD = {"postgresql": _claim_guard(postgresql.insert), "sqlite": _claim_guard(sqlite.insert)}
 _RECORDER = select(*filters.RECORDER_COLUMNS).where(Recorder.webhook_token == bindparam("recorder_token"))
-_RECORDER_FOR_UPDATE = _RECORDER.with_for_update()
 _MARK_SIGNAL = (
     update(Recorder.__table__)
     .where(Recorder.__table__.c.id == bindparam("signal_recorder_id"))
