@@ -37,6 +37,7 @@ COMPONENTS = (
     "justtrades.paper.service",
     "justtrades.accounts.component",
     "justtrades.daemons",
+    "justtrades.db.upkeep",
     "justtrades.feeds.component",
 )
 

@@ -113,6 +113,8 @@ class Settings:
     broker_process: bool = False
     job_max_attempts: int = 5
     job_lease_seconds: float = 60.0
+    # Seconds between vacuums of the tables with dead rows (db/upkeep.py), on PostgreSQL; 0 leaves it to autovacuum.
+    database_vacuum_seconds: float = 15.0
 
     # Webhook ingestion. TradingView gives up on a delivery after 3 seconds.
     webhook_max_body_bytes: int = 64 * 1024
@@ -158,6 +160,7 @@ class Settings:
             broker_process=_broker_process(environ, database_url),
             job_max_attempts=_env_int(environ, "JT_JOB_MAX_ATTEMPTS", defaults.job_max_attempts, minimum=1),
             job_lease_seconds=_env_float(environ, "JT_JOB_LEASE_SECONDS", defaults.job_lease_seconds),
+            database_vacuum_seconds=_env_float(environ, "JT_DB_VACUUM_SECONDS", defaults.database_vacuum_seconds),
             webhook_max_body_bytes=_env_int(
                 environ, "JT_WEBHOOK_MAX_BODY_BYTES", defaults.webhook_max_body_bytes, minimum=1024
             ),
