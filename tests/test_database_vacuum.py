@@ -91,7 +91,7 @@ def test_platform_thread_vacuums_on_postgresql(postgres_url, caplog):
     assert "vacuumed table counters: " in caplog.text
 
 
-def test_no_vacuum_thread_on_sqlite_or_when_switched_off(sqlite_url, postgres_url):
+def test_no_vacuum_thread_on_sqlite_or_at_zero_seconds(sqlite_url, postgres_url):
     on_sqlite = build_app(sqlite_url, database_vacuum_seconds=0.2)
     switched_off = build_app(postgres_url, database_vacuum_seconds=0)
 

@@ -28,8 +28,7 @@ from .models import Base
 logger = logging.getLogger(__name__)
 
 THREAD_NAME = "database-vacuum"
-# Fewer dead rows than this cost the queue's reads less than the VACUUM would; a busy job table passes it within
-# seconds, a quiet one rarely.
+# A busy job table reaches this within seconds and a quiet one rarely, so a quiet platform does not vacuum every round.
 MIN_DEAD_ROWS = 1000
 
 _DEAD_ROWS = text(
