@@ -14,14 +14,17 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from justtrades.config import ConfigError, Settings
 from justtrades.db.engine import transaction
-from justtrades.db.models import ExecutionJob, Fill, Order
-from justtrades.execution.jobs import BrokerScope, _claimant_alive
+from justtrades.brokers.paper import PaperBroker
+from justtrades.db.models import Account, ExecutionFailure, ExecutionJob, Fill, Order
+from justtrades.execution.executor import Executor
+from justtrades.execution.jobs import BrokerScope, JobStore, _claimant_alive, new_instance_id
 from justtrades.execution import process as process_module
 from justtrades.execution.process import PROCESS_SCOPE, JobRouter
+from justtrades.execution.process_main import ForwardedStats
 from justtrades.feeds.tradingview import Quote
 from justtrades.seed import apply_seed
 
@@ -192,6 +195,39 @@ def test_table_poll_keeps_to_pool_scope(database_url):
     assert [row[3] for row in in_process] == ["paper"]
     assert [row[3] for row in in_threads] == ["tradovate"]
     assert len(runtime.jobs.due_jobs(10, later)) == 2
+    runtime.stop()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_job_of_account_moved_off_paper_goes_back_to_table(database_url):
+    app = build_app(database_url, seed=None)
+    runtime = app.extensions["justtrades"]
+    with transaction(runtime.session_factory) as session:
+        apply_seed(session, {
+            "accounts": [{"name": "Moving", "broker": "paper"}],
+            "recorders": [{"name": "MOVENQ", "webhook_token": "moving-recorder-0123456789abcdef"}],
+            "traders": [{"recorder": "MOVENQ", "account": "Moving"}],
+        })
+    runtime.clock = lambda: REFERENCE_TIME
+    send(app, "moving-recorder-0123456789abcdef", '{"action":"buy","ticker":"NQ1!","price":21500.25}')
+    (job_id, *_), = runtime.jobs.due_jobs(10, scope=PROCESS_SCOPE)
+    # The job went to the paper worker process; before it runs, the account moves to Tradovate.
+    with transaction(runtime.session_factory) as session:
+        session.execute(update(Account).where(Account.name == "Moving").values(broker="tradovate", environment="demo"))
+    child_store = JobStore(runtime.session_factory, new_instance_id(), 60.0)
+    child = Executor(runtime.session_factory, child_store, {"paper": PaperBroker(runtime.session_factory)},
+                     ForwardedStats(), 5, hands_back_other_brokers=True)
+
+    child.execute_batch([job_id])
+
+    with runtime.session_factory() as session:
+        job = session.get(ExecutionJob, job_id)
+        orders = session.scalar(select(func.count()).select_from(Order))
+        failures = session.scalar(select(func.count()).select_from(ExecutionFailure))
+    assert (job.status, orders, failures) == ("queued", 0, 0)
+    assert "moved to broker 'tradovate'" in job.last_error
+    in_threads = runtime.jobs.due_jobs(10, scope=BrokerScope(PROCESS_SCOPE.brokers, others=True))
+    assert [(row[0], row[3]) for row in in_threads] == [(job_id, "tradovate")]
     runtime.stop()
 
 

@@ -36,10 +36,14 @@ class Placement:
 
 class Executor:
     def __init__(self, session_factory, store: JobStore, brokers: dict, stats: ExecutionStats, max_attempts: int,
-                 claim_concurrency: int = 1):
+                 claim_concurrency: int = 1, *, hands_back_other_brokers: bool = False):
         self._session_factory = session_factory
         self._store = store
         self._brokers = brokers
+        # The paper worker process runs the jobs of its brokers only. A job sent to it while its account used one
+        # of them, whose account has since moved to another broker, goes back to the table for the platform's
+        # workers instead of failing here as a broker that is not configured.
+        self._hands_back_other_brokers = hands_back_other_brokers
         self._stats = stats
         self._max_attempts = max_attempts
         # Claims, and the paper orders placed in them, are CPU under this process's interpreter lock. Ten workers
@@ -170,6 +174,9 @@ class Executor:
             raise BrokerError(FailureReason.ACCOUNT_NOT_FOUND, f"account {job.account_id} of trader {job.trader_id} "
                               "no longer exists; bind the trader to an existing account", permanent=True)
         ref = prepared.account
+        if self._hands_back_other_brokers and ref.broker not in self._brokers:
+            self._hand_back(job, ref)
+            return
         broker = self._broker_for(ref)
         order = prepared.order
 
@@ -297,6 +304,13 @@ class Executor:
             order = session.scalars(select(Order).where(Order.job_id == job_id)).one_or_none()
             if order is not None and order.status == "pending":
                 order.status = status
+
+    def _hand_back(self, job: Row, account: AccountRef) -> None:
+        # No order row was written for the job: prepare writes none for a broker this process does not have.
+        self._store.retry_later(job.id, 0.0, f"account {account.id} moved to broker {account.broker!r} after the "
+                                             "signal; handed to the workers of that broker")
+        logger.warning("job %s: account %s moved to broker %r, which this process does not run; the job is back in "
+                       "the table for the platform's workers", job.id, account.id, account.broker)
 
     def _broker_for(self, account: AccountRef):
         try:

@@ -100,7 +100,8 @@ def run(connection, settings: Settings) -> None:
     prices = PriceBook()
     stats = ForwardedStats()
     executor = Executor(session_factory, store, {"paper": PaperBroker(session_factory, last_price=prices.last)},
-                        stats, settings.job_max_attempts, claim_concurrency=settings.broker_claim_concurrency)
+                        stats, settings.job_max_attempts, claim_concurrency=settings.broker_claim_concurrency,
+                        hands_back_other_brokers=True)
 
     shutdown = threading.Event()
     pool = WorkerPool(
