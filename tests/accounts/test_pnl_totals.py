@@ -166,6 +166,57 @@ def test_rolled_back_fill_leaves_totals(runtime):
     assert _stored_rows(runtime) == before
 
 
+def _insert_fill(session, trader: int, account: int, side: str, quantity: int, price: str, filled_at,
+                 symbol: str = "NQZ6") -> int:
+    return counters.insert_fill(session, order_id=None, account_id=account, trader_id=trader, symbol=symbol,
+                                side=side, quantity=quantity, price=Decimal(price), filled_at=filled_at)
+
+
+def test_fills_totalled_at_block_end_match_replay(runtime):
+    first = add_trading_setup(runtime)
+    second = add_trading_setup(runtime, recorder_name="ESSCALP", account_name="Paper 2")
+    add_fill(runtime, first["trader"], first["account"], "Buy", 2, "21500", NOW - dt.timedelta(hours=4))
+    add_fill(runtime, second["trader"], second["account"], "Sell", 1, "6100", NOW - dt.timedelta(hours=4), "ESZ6")
+
+    with transaction(runtime.session_factory) as session, counters.fills_totalled_at_end(session):
+        _insert_fill(session, first["trader"], first["account"], "Sell", 1, "21520", NOW - dt.timedelta(hours=2))
+        _insert_fill(session, first["trader"], first["account"], "Buy", 3, "21490", NOW - dt.timedelta(hours=1))
+        _insert_fill(session, second["trader"], second["account"], "Buy", 2, "6090", NOW - dt.timedelta(hours=1),
+                     "ESZ6")
+        # Older than the second trader's newest stored fill: that trader is rebuilt instead.
+        _insert_fill(session, second["trader"], second["account"], "Sell", 1, "6110", NOW - dt.timedelta(hours=5),
+                     "ESZ6")
+        # Nothing is totalled until the block ends.
+        assert counters.pending_fill_count(session) == 4
+
+    kept, replayed = _both(runtime, NOW)
+
+    _assert_same(kept, replayed, [first["trader"], second["trader"]])
+    assert kept.of(first["trader"]).open_positions == {"NQZ6": 4}
+    assert _stored_rows(runtime) == _rebuilt_rows(runtime)
+    with runtime.session_factory() as session:
+        assert counters.read(session, [counters.FILLS_COUNTER])[counters.FILLS_COUNTER] == 6
+
+
+def test_fill_of_rolled_back_savepoint_is_forgotten(runtime):
+    ids = add_trading_setup(runtime)
+    add_fill(runtime, ids["trader"], ids["account"], "Buy", 1, "21500", NOW - dt.timedelta(hours=3))
+    before = _stored_rows(runtime)
+
+    with transaction(runtime.session_factory) as session, counters.fills_totalled_at_end(session):
+        mark = counters.pending_fill_count(session)
+        try:
+            with session.begin_nested():
+                _insert_fill(session, ids["trader"], ids["account"], "Sell", 1, "21400", NOW - dt.timedelta(hours=1))
+                raise RuntimeError("the placement failed after its fill")
+        except RuntimeError:
+            counters.forget_fills_after(session, mark)
+
+    assert _stored_rows(runtime) == before
+    with runtime.session_factory() as session:
+        assert counters.read(session, [counters.FILLS_COUNTER])[counters.FILLS_COUNTER] == 1
+
+
 def test_unknown_side_rejected_on_write(runtime):
     ids = add_trading_setup(runtime)
 

@@ -71,7 +71,8 @@ class PaperBroker:
 
         _fill(connection, request, price)
         # The fill goes in last because it locks its trader's PnL rows until commit (db/pnl_totals.py). Written
-        # last, it keeps that lock only for the end of the transaction.
+        # last, it keeps that lock only for the end of the transaction; in a batch the lock waits for the batch's
+        # end (counters.fills_totalled_at_end).
         counters.insert_fill(session, order_id=order.id, account_id=request.account.id, trader_id=request.trader_id,
                              symbol=request.symbol, side=request.side, quantity=request.quantity, price=price)
         return OrderResult(order.broker_order_id, "filled", fill_price=price)

@@ -9,8 +9,9 @@ upsert to its commit, and under load they queued on it (bench and tests/reliabil
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from sqlalchemy import Connection, bindparam, event, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -28,6 +29,8 @@ FILLS_COUNTER = "fills_total"
 STRIPES = 64
 # The stripe a connection writes, kept in its pool record, so it lasts as long as the connection.
 _STRIPE_KEY = "justtrades_counter_stripe"
+# Fills of a `fills_totalled_at_end` block, kept in the Session's info.
+_PENDING_FILLS_KEY = "justtrades_pending_fills"
 _next_stripe = itertools.count()
 
 
@@ -101,15 +104,54 @@ def insert_fill(session: Session, **values) -> int:
     """Insert one fill with a Core statement, with the fill counts and running PnL the flush listener keeps.
 
     Returns the fill's id. The paper broker writes a fill per order this way: the unit of work of a Session flush
-    cost more CPU than the insert and the running totals together.
+    cost more CPU than the insert and the running totals together. Inside `fills_totalled_at_end` the counts
+    and the PnL wait for the end of that block.
     """
     connection = session.connection()
     values.setdefault("filled_at", utcnow())
     fill = pnl_totals.NewFill(id=connection.execute(_INSERT_FILL, values).scalar_one(), **values)
 
-    pnl_totals.apply_flushed_fills(connection, pnl_totals.FlushedFills(new=[fill], removed=[], changed=[]))
-    _add(session, {pnl_totals.FILL_CHANGES_COUNTER: 1, FILLS_COUNTER: 1})
+    pending = session.info.get(_PENDING_FILLS_KEY)
+    if pending is not None:
+        pending.append(fill)
+        return fill.id
+    _add_totals(session, [fill])
     return fill.id
+
+
+@contextlib.contextmanager
+def fills_totalled_at_end(session: Session) -> Iterator[None]:
+    """Apply the counts and running PnL of the fills that insert_fill writes in this block once, at its end.
+
+    A batch of paper orders then locks its traders, reads their PnL rows and writes them once instead of once per
+    fill. A fill whose savepoint rolls back has to leave the block's list with `forget_fills_after`.
+    """
+    session.info[_PENDING_FILLS_KEY] = []
+    try:
+        yield
+        fills = session.info[_PENDING_FILLS_KEY]
+    finally:
+        del session.info[_PENDING_FILLS_KEY]
+    _add_totals(session, fills)
+
+
+def pending_fill_count(session: Session) -> int:
+    """Return how many fills wait for the end of `fills_totalled_at_end`: a mark for forget_fills_after."""
+    return len(session.info.get(_PENDING_FILLS_KEY, ()))
+
+
+def forget_fills_after(session: Session, mark: int) -> None:
+    """Drop the waiting fills written after `mark`, whose rows a rolled-back savepoint removed."""
+    pending = session.info.get(_PENDING_FILLS_KEY)
+    if pending is not None:
+        del pending[mark:]
+
+
+def _add_totals(session: Session, fills: list[pnl_totals.NewFill]) -> None:
+    if not fills:
+        return
+    pnl_totals.apply_flushed_fills(session.connection(), pnl_totals.FlushedFills(new=fills, removed=[], changed=[]))
+    _add(session, {pnl_totals.FILL_CHANGES_COUNTER: len(fills), FILLS_COUNTER: len(fills)})
 
 
 _INSERT_FILL = insert(Fill.__table__).returning(Fill.__table__.c.id)

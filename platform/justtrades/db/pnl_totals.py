@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable
 from decimal import Decimal
 
-from sqlalchemy import bindparam, delete, insert, inspect, select
+from sqlalchemy import bindparam, delete, insert, inspect, select, tuple_
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -267,11 +267,8 @@ def apply_flushed_fills(connection: Connection, fills: FlushedFills) -> None:
     _lock_traders(connection, {row.trader_id for row in fills.new + fills.removed + fills.changed} | before_change)
 
     rebuild = {row.trader_id for row in fills.removed + fills.changed} | before_change
-    for fill in sorted(fills.new, key=lambda row: (row.filled_at, row.id)):
-        if fill.trader_id is None or fill.trader_id in rebuild:
-            continue
-        if not _apply_on_top(connection, fill):
-            rebuild.add(fill.trader_id)
+    on_top = [fill for fill in fills.new if fill.trader_id is not None and fill.trader_id not in rebuild]
+    rebuild |= _apply_on_top(connection, on_top)
 
     rebuild_traders(connection, {trader_id for trader_id in rebuild if trader_id is not None})
 
@@ -281,7 +278,8 @@ def _lock_traders(connection: Connection, trader_ids: set[int | None]) -> None:
     # leaves alone the key-share locks that inserting an order or job for the trader takes. SQLite writes one
     # transaction at a time and needs no lock.
     # NOTE: a transaction that flushes fills twice locks in flush order, and two such can deadlock (PostgreSQL
-    # then aborts one). The paper broker and the position monitor write one fill per transaction.
+    # then aborts one). The position monitor writes one fill per transaction, and a batch of paper orders totals
+    # all its fills at once (counters.fills_totalled_at_end).
     ids = sorted(trader_id for trader_id in trader_ids if trader_id is not None)
     if ids and connection.dialect.name == "postgresql":
         connection.execute(_LOCK_TRADERS, {"trader_ids": ids}).all()
@@ -305,41 +303,65 @@ _LOCK_TRADERS = (
     .with_for_update(key_share=True)
 )
 
-_READ_POSITION = (
-    select(_POSITION.c.net, _POSITION.c.avg_price, _POSITION.c.last_filled_at, _POSITION.c.last_fill_id)
-    .where(_POSITION.c.trader_id == bindparam("trader_id"), _POSITION.c.symbol == bindparam("symbol"))
+# Each trader's rows are read after its lock (above), so they are current; FOR UPDATE keeps them so should a
+# writer ever skip that lock.
+_READ_POSITIONS = (
+    select(_POSITION.c.trader_id, _POSITION.c.symbol, _POSITION.c.net, _POSITION.c.avg_price,
+           _POSITION.c.last_filled_at, _POSITION.c.last_fill_id)
+    .where(tuple_(_POSITION.c.trader_id, _POSITION.c.symbol).in_(bindparam("position_keys", expanding=True)))
     .with_for_update()
 )
-_READ_SESSION = (
-    select(_SESSION.c.realized, _SESSION.c.fills, _SESSION.c.unpriced_symbols)
-    .where(_SESSION.c.session_date == bindparam("session_date"), _SESSION.c.trader_id == bindparam("trader_id"))
+_READ_SESSIONS = (
+    select(_SESSION.c.session_date, _SESSION.c.trader_id, _SESSION.c.realized, _SESSION.c.fills,
+           _SESSION.c.unpriced_symbols)
+    .where(tuple_(_SESSION.c.session_date, _SESSION.c.trader_id).in_(bindparam("session_keys", expanding=True)))
     .with_for_update()
 )
 
 
-def _apply_on_top(connection: Connection, fill: Fill | NewFill) -> bool:
-    """Apply one new fill to its trader's rows; return False when it is older than the position's newest fill."""
-    parameters = {"trader_id": fill.trader_id, "symbol": fill.symbol}
-    current = connection.execute(_READ_POSITION, parameters).one_or_none()
-    if current is not None and (current.last_filled_at, current.last_fill_id) > (fill.filled_at, fill.id):
-        return False
+def _apply_on_top(connection: Connection, fills: list[Fill | NewFill]) -> set[int]:
+    """Apply new fills on top of their traders' rows; return the traders whose rows must be rebuilt instead.
 
-    state = PositionState(current.net, current.avg_price) if current is not None else PositionState()
-    points = state.apply(signed_quantity(fill.side, fill.quantity), fill.price)
-    _upsert(connection, _POSITION, ("trader_id", "symbol"),
-            _position_row(fill.trader_id, fill.symbol, state, fill.filled_at, fill.id))
+    A trader is rebuilt when one of its fills is older than its position's newest fill. The rows of all the fills
+    are read with one statement per table and written with one executemany per table, so here a batch of paper
+    orders costs the round trips of one order.
+    """
+    if not fills:
+        return set()
 
-    session_date = calendar.session_date(fill.filled_at)
-    row = connection.execute(_READ_SESSION, {"session_date": session_date, "trader_id": fill.trader_id}).one_or_none()
-    totals = SessionTotals()
-    if row is not None:
-        totals = SessionTotals(row.realized, row.fills, set(decode_symbols(row.unpriced_symbols)))
-    totals.add(fill.symbol, points)
-    _upsert(connection, _SESSION, ("session_date", "trader_id"), _session_row(session_date, fill.trader_id, totals))
-    return True
+    replay = Replay()
+    position_keys = sorted({(fill.trader_id, fill.symbol) for fill in fills})
+    for row in connection.execute(_READ_POSITIONS, {"position_keys": position_keys}):
+        key = (row.trader_id, row.symbol)
+        replay.positions[key] = PositionState(row.net, row.avg_price)
+        replay.last_fill[key] = (row.last_filled_at, row.last_fill_id)
+    session_keys = sorted({(calendar.session_date(fill.filled_at), fill.trader_id) for fill in fills})
+    for row in connection.execute(_READ_SESSIONS, {"session_keys": session_keys}):
+        replay.sessions[(row.session_date, row.trader_id)] = SessionTotals(
+            row.realized, row.fills, set(decode_symbols(row.unpriced_symbols))
+        )
+
+    rebuild = set()
+    for fill in sorted(fills, key=lambda row: (row.filled_at, row.id)):
+        if fill.trader_id in rebuild:
+            continue
+        newest = replay.last_fill.get((fill.trader_id, fill.symbol))
+        if newest is not None and newest > (fill.filled_at, fill.id):
+            rebuild.add(fill.trader_id)
+            continue
+        replay.apply(fill.trader_id, fill.symbol, fill.side, fill.quantity, fill.price, fill.filled_at, fill.id)
+
+    # The rows of a trader that is rebuilt are replaced by its replay, so only the others are written here.
+    positions = [row for row in replay.position_rows() if row["trader_id"] not in rebuild]
+    sessions = [row for row in replay.session_rows() if row["trader_id"] not in rebuild]
+    if positions:
+        _upsert(connection, _POSITION, ("trader_id", "symbol"), positions)
+    if sessions:
+        _upsert(connection, _SESSION, ("session_date", "trader_id"), sessions)
+    return rebuild
 
 
-def _upsert(connection: Connection, table, key: tuple[str, ...], values: dict) -> None:
+def _upsert(connection: Connection, table, key: tuple[str, ...], values: list[dict]) -> None:
     connection.execute(_upsert_statement(connection.dialect.name, table, key), values)
 
 
