@@ -6,6 +6,7 @@ import importlib
 import logging
 
 from flask import Flask, jsonify, request
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 from werkzeug.routing import IntegerConverter
 
@@ -107,12 +108,23 @@ def _register_error_handlers(app: Flask) -> None:
     def _unexpected_error(error: Exception):
         if is_database_unavailable(error):
             return _database_unavailable(error)
+        if _is_nul_in_text(error):
+            # A value of the request reached a query with a NUL character, which PostgreSQL text cannot hold.
+            logger.info("%s %s refused: a value holds a NUL character", request.method, request.path)
+            response = jsonify({"error": "a value of the request contains a NUL character (%00): remove it",
+                                "status": 400})
+            response.status_code = 400
+            return response
 
         # A bug must not leak a stack trace or a secret to the client; the log has the details.
         logger.exception("unhandled error while serving the request")
         response = jsonify({"error": "internal error; the server log has the details", "status": 500})
         response.status_code = 500
         return response
+
+
+def _is_nul_in_text(error: Exception) -> bool:
+    return isinstance(error, DataError) and "NUL (0x00)" in str(error.orig)
 
 
 def _database_unavailable(error: Exception):

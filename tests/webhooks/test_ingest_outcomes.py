@@ -203,6 +203,37 @@ def test_lone_surrogate_rejected_and_kept(frozen_app):
     assert [raw.outcome for raw in rows(frozen_app, RawWebhook)] == ["rejected"]
 
 
+def test_nul_in_alert_field_rejected_and_kept(frozen_app):
+    response = post(frozen_app, b'{"action":"buy","ticker":"NQ1!\\u0000"}')
+
+    assert response.status_code == 400
+    assert response.get_json()["field"] == "ticker"
+    assert "NUL character" in response.get_json()["error"]
+    (raw,) = rows(frozen_app, RawWebhook)
+    assert (raw.outcome, raw.body) == ("rejected", '{"action":"buy","ticker":"NQ1!\\u0000"}')
+    (activity,) = rows(frozen_app, WebhookActivity)
+    assert activity.status == "failed"
+
+
+def test_nul_byte_in_body_rejected_and_kept(frozen_app):
+    response = post(frozen_app, b'{"action":"b\x00uy","ticker":"NQ1!"}')
+
+    assert response.status_code == 400
+    assert response.get_json()["field"] == "body"
+    (raw,) = rows(frozen_app, RawWebhook)
+    # PostgreSQL text holds no NUL, so the raw log shows the replacement character in its place.
+    assert (raw.outcome, raw.body) == ("rejected", '{"action":"b\ufffduy","ticker":"NQ1!"}')
+
+
+def test_nul_in_token_is_unknown_token(frozen_app):
+    response = post(frozen_app, BUY_NQ, token="demo-nq-7f3a9c2e41b8%00d605")
+
+    assert response.status_code == 404
+    (raw,) = rows(frozen_app, RawWebhook)
+    assert (raw.outcome, raw.token_tail) == ("unknown_token", "d605")
+    assert rows(frozen_app, ExecutionJob) == []
+
+
 def test_failure_inside_processing_keeps_raw_only(frozen_app, monkeypatch):
     def broken(*_args):
         raise RuntimeError("filter bug")

@@ -39,7 +39,9 @@ def create_database_engine(database_url: str, timeouts: PostgresTimeouts | None 
         # psycopg 3 is the driver we install; plain "postgresql://" would ask for psycopg2.
         url = url.set(drivername="postgresql+psycopg")
     timeouts = timeouts or PostgresTimeouts.from_environ()
-    engine = create_engine(url, pool_size=20, max_overflow=10, pool_pre_ping=True,
+    # hide_parameters keeps the statement's values out of the error messages, which the log shows: a webhook
+    # token or a credential can be one of them.
+    engine = create_engine(url, pool_size=20, max_overflow=10, pool_pre_ping=True, hide_parameters=True,
                            pool_timeout=timeouts.pool_timeout_seconds, connect_args=timeouts.connect_args())
     if url.get_dialect().driver == "psycopg":
         # The reply deadline reads psycopg's socket; other drivers keep the server-side timeouts only.
@@ -51,7 +53,8 @@ def _create_sqlite_engine(url) -> Engine:
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
 
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=20, max_overflow=10)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=20, max_overflow=10,
+                           hide_parameters=True)
     write_lock = SQLiteWriteLock(SQLITE_LOCK_TIMEOUT_SECONDS)
     _release_write_lock_after_transactions(engine, write_lock)
 

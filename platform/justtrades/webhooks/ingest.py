@@ -164,7 +164,10 @@ class WebhookIngestor:
         # recorder comes with its signal blocks and traders, and its row is locked (PostgreSQL), so the cooldown
         # check and the last-signal update see one order.
         context = None
-        if alert:
+        if "\x00" in delivery.token:
+            # No token has a NUL character, and PostgreSQL cannot compare text that holds one.
+            recorder = None
+        elif alert:
             context = filters.read_signal_context(session, delivery.token, alert, delivery.received_at)
             recorder = context.recorder if context else None
         else:

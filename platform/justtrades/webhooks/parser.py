@@ -224,12 +224,17 @@ def _require_object(document: Any) -> dict:
     return document
 
 
-def _reject_lone_surrogates(fields: dict) -> None:
-    # JSON may escape half of a UTF-16 pair ("\ud800") on its own. Python keeps it in the string, but UTF-8 has no
-    # form for it, so the activity row and the error message could not be stored and the delivery failed with 503.
+def _reject_unstorable_text(fields: dict) -> None:
+    # The activity row and the error message keep these fields, and two kinds of character cannot be stored there.
+    # JSON may escape half of a UTF-16 pair ("\ud800") on its own: Python keeps it in the string, but UTF-8 has no
+    # form for it. And "\u0000" gives a NUL character, which PostgreSQL text cannot hold. Either made the delivery
+    # fail with 503.
     for name, value in fields.items():
         if name not in KNOWN_FIELDS or not isinstance(value, str):
             continue
+        if "\x00" in value:
+            raise AlertError(name, f'field "{name}" contains \\u0000, a NUL character, which no alert field takes: '
+                             "send the text without it")
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as error:
@@ -446,7 +451,7 @@ def parse_alert(body: bytes, now: dt.datetime) -> Alert:
 
     # The body as a whole: UTF-8 text holding a JSON object without unresolved placeholders.
     fields = _require_object(_load_json(_decode(body)))
-    _reject_lone_surrogates(fields)
+    _reject_unstorable_text(fields)
     _reject_placeholders(fields)
 
     # What to trade: the action and the contract decide everything after them.

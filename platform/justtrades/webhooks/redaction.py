@@ -134,6 +134,9 @@ def truncate_utf8(text: str, keep_bytes: int) -> tuple[str, bool]:
     return encoded[:keep_bytes].decode("utf-8", errors="ignore"), True
 
 
+REPLACEMENT_CHARACTER = "\N{REPLACEMENT CHARACTER}"
+
+
 def redact_body(body: bytes, keep_bytes: int) -> tuple[str, bool]:
     """Return the body as text with secrets redacted and cut to `keep_bytes`, and whether it was cut.
 
@@ -144,7 +147,9 @@ def redact_body(body: bytes, keep_bytes: int) -> tuple[str, bool]:
     if keep_bytes < 0:
         raise ValueError(f"keep_bytes {keep_bytes} is negative: pass 0 or more")
 
-    text = bytes(body).decode("utf-8", errors="replace")
+    # PostgreSQL text cannot hold a NUL character, so a NUL byte is kept as the replacement character, like a byte
+    # that is not UTF-8.
+    text = bytes(body).decode("utf-8", errors="replace").replace("\x00", REPLACEMENT_CHARACTER)
     redacted = _redact_json(text)
     if redacted is None:
         redacted = redact_text(text)
@@ -158,4 +163,4 @@ def token_digest(token: str) -> str:
 
 def token_tail(token: str) -> str:
     """Return the last four characters of a webhook token for display; "" when it has fewer than 12 characters."""
-    return token[-4:] if len(token) >= 12 else ""
+    return token[-4:].replace("\x00", REPLACEMENT_CHARACTER) if len(token) >= 12 else ""
