@@ -64,7 +64,7 @@ def _count(runtime, model) -> int:
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
-def test_queued_paper_jobs_fill_in_three_transactions(database_url):
+def test_queued_paper_jobs_fill_in_two_transactions(database_url):
     app, runtime = _batch_app(database_url, batch_size=8)
     _queue_two_alerts(app)
     commits = _worker_commits(runtime)
@@ -75,10 +75,10 @@ def test_queued_paper_jobs_fill_in_three_transactions(database_url):
     finally:
         runtime.stop()
 
-    # The first batch takes eight jobs: six lanes run, and the two jobs behind them form the second batch. The
-    # last four jobs form the third.
+    # The first batch takes eight jobs: six lanes, and the two jobs parked behind two of them, which run after
+    # them in the same transaction. The last four jobs form the second.
     assert [job.status for job in jobs] == ["done"] * 12
-    assert len(commits) == 3
+    assert len(commits) == 2
     assert _count(runtime, Order) == 12
     assert _count(runtime, Fill) == 12
     assert sorted(positions(app).values()) == [2] * ACCOUNTS
@@ -171,7 +171,16 @@ def test_remote_broker_job_first_runs_alone():
     assert calls == [("single", 1), ("single", 2), ("single", 3)]
 
 
-def test_job_behind_busy_lane_runs_after_it():
+def test_job_behind_busy_lane_joins_its_batch():
+    # The executor claims a batch's jobs in id order and fills them one after the other, so job 2 runs after job 1.
     calls = _run_pool([(1, 1, "paper"), (2, 1, "paper"), (3, 2, "paper")], batch_size=8)
 
-    assert calls == [("batch", [1, 3]), ("single", 2)]
+    assert calls == [("batch", [1, 3, 2])]
+
+
+def test_parked_jobs_fill_batch_up_to_its_size():
+    calls = _run_pool([(1, 1, "paper"), (2, 1, "paper"), (3, 1, "paper"), (4, 2, "paper"), (5, 2, "paper"),
+                       (6, 1, "paper")], batch_size=4)
+
+    # The first take is jobs 1 to 4: lanes 1 and 2 run 1 and 4, and 2 and 3 wait behind 1, with room for both.
+    assert calls == [("batch", [1, 4, 2, 3]), ("batch", [5, 6])]
