@@ -110,7 +110,7 @@ def _register_error_handlers(app: Flask) -> None:
             return _database_unavailable(error)
         if _is_nul_in_text(error):
             # A value of the request reached a query with a NUL character, which PostgreSQL text cannot hold.
-            logger.info("%s %s refused: a value holds a NUL character", request.method, request.path)
+            logger.info("%s %s rejected: a value contains a NUL character", request.method, request.path)
             response = jsonify({"error": "a value of the request contains a NUL character (%00): remove it",
                                 "status": 400})
             response.status_code = 400
