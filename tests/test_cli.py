@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from justtrades.db.engine import create_database_engine, create_session_factory
 from justtrades.db.models import Account, Recorder, Trader, User
 
-from .conftest import DEMO_SEED
+from .conftest import DEMO_SEED, _postgres_available, require_component
 
 
 def run_cli(tmp_path, *arguments, env_extra=None):
@@ -91,6 +91,20 @@ def test_feed_setting_error_is_one_line(tmp_path):
 
     assert result.returncode == 2
     assert "JT_FEEDS_ENABLED='maybe' is not a boolean" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_database_is_one_line(tmp_path):
+    require_component(_postgres_available(), "PostgreSQL on 127.0.0.1:5432")
+    # No database of this name exists on the local server, so connecting fails at once.
+    url = "postgresql://postgres:not-a-real-password@127.0.0.1:5432/jt_cli_no_such_database"
+
+    result = run_cli(tmp_path, "migrate", env_extra={"DATABASE_URL": url})
+
+    assert result.returncode == 2
+    assert "error: cannot open the database postgresql://postgres:***@127.0.0.1:5432/jt_cli_no_such_database" in result.stderr
+    assert "does not exist" in result.stderr
+    assert "not-a-real-password" not in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -12,7 +12,8 @@ import sys
 import threading
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import make_url, select
+from sqlalchemy.exc import OperationalError
 
 from .brokers.tradovate_auth import CredentialsError
 from .config import ConfigError, Settings
@@ -33,12 +34,20 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s - %(levelname)s - %(message)s",
     )
 
+    settings = None
     try:
         settings = Settings.from_environ()
         return arguments.handler(arguments, settings)
     except (ConfigError, FeedConfigError, CredentialsError, HolidayFileError, SeedError) as error:
         # Each message names the setting or file and the value to fix, so a traceback would add only noise.
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OperationalError as error:
+        # At start this is a database that is missing, stopped or refusing us; the driver's first line says which.
+        url = make_url(settings.database_url).render_as_string(hide_password=True)
+        reason = str(error.orig or error).strip().splitlines()[0]
+        print(f"error: cannot open the database {url}: {reason}; start the server, create the database or fix "
+              "DATABASE_URL", file=sys.stderr)
         return 2
 
 
