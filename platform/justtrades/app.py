@@ -111,8 +111,11 @@ def _register_error_handlers(app: Flask) -> None:
         if _is_nul_in_text(error):
             # A value of the request reached a query with a NUL character, which PostgreSQL text cannot hold.
             logger.info("%s %s rejected: a value contains a NUL character", request.method, request.path)
-            response = jsonify({"error": "a value of the request contains a NUL character (%00): remove it",
-                                "status": 400})
+            response = jsonify({
+                "error": "a value of the request contains a NUL character (%00 in a URL or form, \\u0000 in JSON): "
+                         "remove it",
+                "status": 400,
+            })
             response.status_code = 400
             return response
 
