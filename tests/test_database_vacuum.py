@@ -55,7 +55,7 @@ def _wait_for(condition, seconds: float = 10.0):
     return condition()
 
 
-def test_vacuums_tables_with_many_dead_rows_and_skips_the_rest(postgres_url):
+def test_vacuum_only_tables_past_threshold(postgres_url):
     _make_dead_rows(postgres_url, DEAD_ROWS)
     assert _wait_for(lambda: _table_stats(postgres_url, "counters")["dead_rows"] >= DEAD_ROWS)
     vacuums_before = _table_stats(postgres_url, "recorders")["vacuums"]
@@ -91,7 +91,7 @@ def test_platform_thread_vacuums_on_postgresql(postgres_url, caplog):
     assert "vacuumed table counters: " in caplog.text
 
 
-def test_no_vacuum_thread_on_sqlite_or_at_zero_seconds(sqlite_url, postgres_url):
+def test_vacuum_thread_needs_postgresql_and_interval(sqlite_url, postgres_url):
     on_sqlite = build_app(sqlite_url, database_vacuum_seconds=0.2)
     switched_off = build_app(postgres_url, database_vacuum_seconds=0)
 

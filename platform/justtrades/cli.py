@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OperationalError as error:
-        # At start this is a database that is missing, stopped or refusing us; the driver's first line says which.
+        # At start this is a database that is missing, stopped or rejecting the connection. The first line of the
+        # driver's message names the cause.
         url = make_url(settings.database_url).render_as_string(hide_password=True)
         reason = str(error.orig or error).strip().splitlines()[0]
         print(f"error: cannot open the database {url}: {reason}; start the server, create the database or fix "

@@ -199,7 +199,7 @@ def test_table_poll_keeps_to_pool_scope(database_url):
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
-def test_job_of_account_moved_off_paper_goes_back_to_table(database_url):
+def test_moved_account_job_returns_to_table(database_url):
     app = build_app(database_url, seed=None)
     runtime = app.extensions["justtrades"]
     with transaction(runtime.session_factory) as session:

@@ -221,7 +221,7 @@ def test_nul_byte_in_body_rejected_and_kept(frozen_app):
     assert response.status_code == 400
     assert response.get_json()["field"] == "body"
     (raw,) = rows(frozen_app, RawWebhook)
-    # PostgreSQL text holds no NUL, so the raw log shows the replacement character in its place.
+    # PostgreSQL text cannot contain a NUL, so the raw log shows the replacement character in its place.
     assert (raw.outcome, raw.body) == ("rejected", '{"action":"b\ufffduy","ticker":"NQ1!"}')
 
 

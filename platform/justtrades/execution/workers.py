@@ -189,9 +189,9 @@ class WorkerPool:
                           batchable_lanes: set[Hashable]) -> list[tuple[Hashable, int]]:
         """Fill the batch up to its size with jobs parked in its batchable lanes.
 
-        Under a backlog every lane has jobs parked, and one job per lane made a batch only as large as this worker's
-        share of the lanes: about 2 with 10 workers on 20 accounts, so the paper worker process cleared about 165
-        jobs/s (docs/benchmarks.md, fix 22). A batch runs its jobs in id order, so those of one lane keep their order.
+        Under a backlog every lane has jobs parked. With one job per lane, a batch was only as large as this
+        worker's share of the lanes, about 2 with 10 workers on 20 accounts, and the paper worker process cleared
+        about 165 jobs/s (docs/benchmarks.md, fix 22). A batch runs its jobs in id order, so those of one lane keep their order.
         """
         room = self._batch_size - len(owned)
         for key in dict.fromkeys(key for key, _ in owned):

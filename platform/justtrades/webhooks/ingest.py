@@ -165,7 +165,7 @@ class WebhookIngestor:
         # check and the last-signal update see one order.
         context = None
         if "\x00" in delivery.token:
-            # No token has a NUL character, and PostgreSQL cannot compare text that holds one.
+            # No token has a NUL character, and PostgreSQL cannot compare text that contains one.
             recorder = None
         elif alert:
             context = filters.read_signal_context(session, delivery.token, alert, delivery.received_at)
