@@ -40,6 +40,8 @@ _DEAD_ROWS = text(
 
 @dataclasses.dataclass(frozen=True)
 class Vacuum:
+    """One VACUUM of a table: its name, its dead rows before the run and the run's duration."""
+
     table: str
     dead_rows: int
     seconds: float
