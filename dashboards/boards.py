@@ -109,7 +109,8 @@ def _broker_stats() -> list[dict]:
              [Target(f"min by (job) ({sel('justtrades_broker_workers_alive')})", PER_JOB)],
              thresholds=steps((None, RED), (5, ORANGE), (10, GREEN)), links=link(UID_BROKER)),
         stat("Broker queue depth", "Execution jobs waiting on the replica with the deepest queue. Warning above "
-             "10, critical above 50 during market hours; any job waiting outside market hours is stale.",
+             "10, critical above 50 during market hours once the oldest job is older than 10 s (30 s); any job "
+             "waiting outside market hours is stale.",
              "short", [Target(f"max by (job) ({sel('justtrades_broker_queue_depth')})", PER_JOB)],
              thresholds=steps((None, GREEN), (11, ORANGE), (51, RED)), links=link(UID_BROKER)),
         stat("Execution failures", "Failed broker executions per minute over the rate interval, all reasons "
@@ -216,10 +217,16 @@ def broker_execution() -> dict:
                     Target(sel("justtrades_broker_workers_configured"), "{{instance}} configured")],
                    thresholds=steps((None, RED), (5, ORANGE), (10, GREEN))),
         timeseries("Queue depth", "Execution jobs waiting per replica. Warning above 10, critical above 50 "
-                   "during market hours (a backlog or a deadlock); outside market hours any waiting job is "
-                   "stale.", "short",
+                   "during market hours (a backlog or a deadlock), unless the oldest job is younger than 10 s "
+                   "(30 s for critical); outside market hours any waiting job is stale.", "short",
                    [Target(sel("justtrades_broker_queue_depth"), PER_INSTANCE)],
                    thresholds=steps((None, GREEN), (11, ORANGE), (51, RED))),
+        timeseries("Oldest queued job", "Age of the oldest job queued or running, per replica; 0 while the queue "
+                   "is empty. Under steady traffic it stays within a few seconds however deep the queue; a line "
+                   "that keeps rising is a stuck queue. The backlog alert needs it above 10 s (30 s for "
+                   "critical).", "s",
+                   [Target(sel("justtrades_broker_queue_oldest_job_age_seconds"), PER_INSTANCE)],
+                   thresholds=steps((None, GREEN), (10, ORANGE), (30, RED))),
         timeseries("Executions", "Jobs the broker workers finished per second (total_processed), per "
                    "replica, next to the processing rate the broker queue reports.", "ops",
                    [Target(f"sum by (instance) ({rate('justtrades_broker_executions_total')})",
@@ -228,7 +235,7 @@ def broker_execution() -> dict:
         timeseries("Worker restarts", "Broker workers the supervisor replaced per second. Any restart means a "
                    "worker thread died; the log of that replica has the exception.", "cps",
                    [Target(f"sum by (instance) ({rate('justtrades_broker_worker_restarts_total')})",
-                           PER_INSTANCE)], bars=True),
+                           PER_INSTANCE)], bars=True, width=24),
 
         row("Latency"),
         timeseries("Broker call latency", "Time of the broker call per job: median, 90th and 99th percentile "

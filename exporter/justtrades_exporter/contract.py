@@ -97,6 +97,10 @@ CONTRACT_METRICS = (
     _gauge("justtrades_broker_workers_configured", "Broker execution worker threads configured."),
     _counter("justtrades_broker_worker_restarts_total", "Broker execution workers replaced after dying."),
     _gauge("justtrades_broker_queue_depth", "Execution jobs waiting for a broker worker."),
+    _gauge(
+        "justtrades_broker_queue_oldest_job_age_seconds",
+        "Seconds since the oldest execution job queued or running was stored; 0 while the queue is empty.",
+    ),
     _counter("justtrades_broker_executions_total", "Execution jobs processed by the broker workers."),
     _counter(
         "justtrades_broker_execution_failures_total",

@@ -49,6 +49,10 @@ def read_broker_execution_status(reader: FieldReader, samples: SampleSet) -> Non
     samples.add("justtrades_broker_workers_configured", reader.number("broker_execution.workers_configured"))
     samples.add("justtrades_broker_worker_restarts_total", reader.number("broker_execution.worker_restarts"))
     samples.add("justtrades_broker_queue_depth", reader.number("broker_execution.queue_size"))
+    # The reference reports only the depth. For it the series is left out, and the backlog alert reads the depth alone.
+    oldest_age = "broker_execution.oldest_job_age_seconds"
+    if reader.has(oldest_age):
+        samples.add("justtrades_broker_queue_oldest_job_age_seconds", reader.number(oldest_age))
     samples.add("justtrades_broker_executions_total", reader.number("broker_execution.total_processed"))
     samples.add("justtrades_broker_execution_avg_seconds", _milliseconds(reader.number("broker_execution.avg_execution_ms")))
     _read_failures_by_reason(reader, samples)

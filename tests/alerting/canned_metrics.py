@@ -29,6 +29,7 @@ def healthy_samples() -> dict[tuple[str, Labels], Value]:
         ("justtrades_broker_workers_alive", ()): 10,
         ("justtrades_broker_worker_restarts_total", ()): 0,
         ("justtrades_broker_queue_depth", ()): 0,
+        ("justtrades_broker_queue_oldest_job_age_seconds", ()): 0,
         ("justtrades_broker_execution_failures_total", (("reason", "timeout"),)): 0,
         ("justtrades_traders_enabled", ()): 5,
         ("justtrades_webhook_avg_latency_seconds", ()): 0.04,

@@ -62,7 +62,7 @@ WHOP_API_KEY = "drill-whop-key"
 SERVER_THREADS = 24
 # Above the longest stall the backlog drill causes (fault_drills.STALL_SECONDS), so a held order arrives late but
 # never fails with a timeout, which would count as an execution failure.
-TRADOVATE_TIMEOUT_SECONDS = 60.0
+TRADOVATE_TIMEOUT_SECONDS = 75.0
 
 
 def drill_seed() -> dict:

@@ -45,8 +45,10 @@ STEP_TIMEOUT = 30.0
 # The failure alerts count the last hour, scaled to 120 s, so they clear 120 s after the last failure.
 REJECTED_ORDERS = 11
 FAILURE_WINDOW_SECONDS = 120.0
-# A Tradovate order held this long keeps the 60 jobs queued behind it until both backlog alerts have fired.
-STALL_SECONDS = 35.0
+# A Tradovate order held this long keeps the 60 jobs queued behind it until both backlog alerts have fired. Their
+# age thresholds (10 s and 30 s) are not scaled: the critical rule needs the oldest job older than 30 s for the
+# scaled 4 s window and `for`, about 40 s after the order is held.
+STALL_SECONDS = 55.0
 BACKLOG_SIGNALS = 60
 # The Whop alert compares the age of the last sync with 120 s, a threshold that is not scaled.
 WHOP_STALE_SECONDS = 120.0
@@ -123,7 +125,7 @@ def drill_broker_failures(platform: DrillPlatform, watch: AlertWatch, outcome: D
 
 
 def drill_queue_backlog(platform: DrillPlatform, watch: AlertWatch, outcome: DrillOutcome) -> None:
-    """Tradovate delays one order by 35 s while 60 signals arrive for the same account and contract. Their jobs run
+    """Tradovate delays one order by 55 s while 60 signals arrive for the same account and contract. Their jobs run
     one after the other, so they queue behind the delayed one, and the queue drains once it is through."""
     records = [outcome.record(key) for key in QUEUE_BACKLOG]
     platform.peers.tradovate.inject("/order/placeorder", Fault.delay(STALL_SECONDS))

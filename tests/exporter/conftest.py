@@ -79,6 +79,8 @@ def reference_documents() -> dict[str, dict[str, Any]]:
                 "workers_configured": 10,
                 "worker_restarts": 1,
                 "queue_size": 0,
+                "oldest_job_created_at": None,
+                "oldest_job_age_seconds": 0.0,
                 "total_processed": 892,
                 "total_failures": 3,
                 "failures_by_reason": {"token_expired": 2, "rate_limit_exceeded": 1, "timeout": 0},

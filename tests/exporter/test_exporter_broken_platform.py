@@ -352,3 +352,30 @@ def test_spool_document_read(fake_platform, make_exporter, scrape):
     assert samples[key("justtrades_webhook_spool_replayed_total")] == 37.0
     assert samples[key("justtrades_webhook_spool_rejected_total")] == 1.0
     assert endpoint_value(samples, "justtrades_exporter_endpoint_up", "/api/webhook-spool") == 1.0
+
+
+def test_platform_without_queue_age_counts_no_error(fake_platform, documents, make_exporter, scrape):
+    # The reference's broker status has the queue's depth only.
+    status = documents["/api/broker-execution/status"]
+    del status["broker_execution"]["oldest_job_created_at"], status["broker_execution"]["oldest_job_age_seconds"]
+    fake_platform.set_json("/api/broker-execution/status", status)
+    exporter = make_exporter(fake_platform.url)
+
+    samples = scrape(exporter)
+
+    assert samples[key("justtrades_broker_queue_depth")] == 0.0
+    assert key("justtrades_broker_queue_oldest_job_age_seconds") not in samples
+    assert field_errors(samples) == {}
+
+
+def test_queue_age_read_when_reported(fake_platform, documents, make_exporter, scrape):
+    status = documents["/api/broker-execution/status"]
+    status["broker_execution"].update(queue_size=120, oldest_job_created_at="2026-02-21T14:29:58.500Z",
+                                      oldest_job_age_seconds=1.5)
+    fake_platform.set_json("/api/broker-execution/status", status)
+    exporter = make_exporter(fake_platform.url)
+
+    samples = scrape(exporter)
+
+    assert samples[key("justtrades_broker_queue_depth")] == 120.0
+    assert samples[key("justtrades_broker_queue_oldest_job_age_seconds")] == 1.5

@@ -33,6 +33,7 @@ EXPECTED_CONTRACT_SAMPLES = {
     key("justtrades_broker_workers_configured"): 10.0,
     key("justtrades_broker_worker_restarts_total"): 1.0,
     key("justtrades_broker_queue_depth"): 0.0,
+    key("justtrades_broker_queue_oldest_job_age_seconds"): 0.0,
     key("justtrades_broker_executions_total"): 892.0,
     key("justtrades_broker_execution_failures_total", reason="token_expired"): 2.0,
     key("justtrades_broker_execution_failures_total", reason="rate_limit_exceeded"): 1.0,

@@ -8,6 +8,9 @@ import subprocess
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
+
+from justtrades.db.models import ExecutionJob
 
 from ..conftest import TEST_API_KEY, require_component
 
@@ -180,6 +183,34 @@ def test_metrics_mirror_json_numbers(traffic):
         assert metrics[key] == pytest.approx(value), key
     newest = dt.datetime.fromisoformat(activity["activity"][0]["timestamp"].replace("Z", "+00:00"))
     assert metrics[("justtrades_webhook_last_activity_timestamp_seconds", ())] == pytest.approx(newest.timestamp())
+
+
+def test_empty_queue_has_no_oldest_job(client):
+    broker = with_key(client, "/api/broker-execution/status").get_json()["broker_execution"]
+
+    assert broker["queue_size"] == 0
+    assert broker["oldest_job_created_at"] is None
+    assert broker["oldest_job_age_seconds"] == 0.0
+    assert samples(client)[("justtrades_broker_queue_oldest_job_age_seconds", ())] == 0.0
+
+
+def test_queue_age_counts_from_the_oldest_waiting_job(traffic):
+    session_factory = traffic.application.extensions["justtrades"].session_factory
+    now = dt.datetime.now(dt.timezone.utc)
+    with session_factory() as session, session.begin():
+        first, second = session.scalars(select(ExecutionJob).order_by(ExecutionJob.id).limit(2)).all()
+        # A finished job, however old, is no longer waiting.
+        first.status, first.created_at = "done", now - dt.timedelta(minutes=10)
+        second.created_at = now - dt.timedelta(seconds=90)
+
+    broker = with_key(traffic, "/api/broker-execution/status").get_json()["broker_execution"]
+    scraped_age = samples(traffic)[("justtrades_broker_queue_oldest_job_age_seconds", ())]
+
+    stored_at = now - dt.timedelta(seconds=90)
+    assert broker["oldest_job_created_at"] == stored_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert 90.0 <= broker["oldest_job_age_seconds"] < 100.0
+    # The scrape reads the table a moment after the JSON did.
+    assert broker["oldest_job_age_seconds"] <= scraped_age < broker["oldest_job_age_seconds"] + 5.0
 
 
 def test_metrics_count_webhook_outcomes(traffic):

@@ -9,7 +9,7 @@ import os
 import secrets
 import socket
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, NamedTuple, Sequence, TypeVar
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.engine import Row
@@ -174,6 +174,26 @@ class JobStore:
             return session.scalar(
                 select(func.count()).select_from(ExecutionJob).where(ExecutionJob.status.in_((QUEUED, RUNNING)))
             )
+
+    def queue_state(self) -> QueueState:
+        """Read the queue's size and the storage time of its oldest job together, in one statement.
+
+        A deep queue whose oldest job is a second old is steady work; one whose oldest job keeps ageing is stuck.
+        Read together, the two describe the same moment of the table.
+        """
+        with self._session_factory() as session:
+            size, oldest = session.execute(
+                select(func.count(), func.min(ExecutionJob.created_at))
+                .where(ExecutionJob.status.in_((QUEUED, RUNNING)))
+            ).one()
+        return QueueState(size=size, oldest_created_at=oldest)
+
+
+class QueueState(NamedTuple):
+    """Jobs queued or running, and when the oldest of them was stored (None while the queue is empty)."""
+
+    size: int
+    oldest_created_at: dt.datetime | None
 
 
 # Statements run for every job, built once on the table: the ORM's handling of an UPDATE on the mapped class

@@ -78,6 +78,9 @@ def _execution_families(runtime):
     yield gauge("justtrades_broker_workers_configured", "Broker worker threads configured.", broker["workers_configured"])
     yield counter("justtrades_broker_worker_restarts", "Broker workers that died and were replaced.", broker["worker_restarts"])
     yield gauge("justtrades_broker_queue_depth", "Execution jobs queued or running.", broker["queue_size"])
+    yield gauge("justtrades_broker_queue_oldest_job_age_seconds",
+                "Seconds since the oldest execution job queued or running was stored; 0 while the queue is empty.",
+                broker["oldest_job_age_seconds"])
     yield counter("justtrades_broker_executions", "Execution jobs finished, successfully or not.", broker["total_processed"])
 
     failures = CounterMetricFamily(

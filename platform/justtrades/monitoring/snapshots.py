@@ -100,6 +100,7 @@ def broker_execution(runtime) -> dict:
             select(func.count(func.distinct(Trader.account_id))).where(Trader.enabled.is_(True))
         )
         blocked = filters.currently_blocked(session, now)
+    queue = runtime.jobs.queue_state()
 
     return {
         "external_engine_mode": False,
@@ -112,7 +113,9 @@ def broker_execution(runtime) -> dict:
             "workers_alive": runtime.workers.workers_alive(),
             "workers_configured": runtime.workers.size,
             "worker_restarts": runtime.workers.restarts,
-            "queue_size": runtime.jobs.queue_size(),
+            "queue_size": queue.size,
+            "oldest_job_created_at": iso(queue.oldest_created_at),
+            "oldest_job_age_seconds": _age_seconds(queue.oldest_created_at, now),
             "total_processed": stats["total_processed"],
             "total_failures": stats["total_failures"],
             "failures_by_reason": stats["failures_by_reason"],
@@ -121,6 +124,13 @@ def broker_execution(runtime) -> dict:
         "traders": {"total_enabled": total_enabled, "total_accounts": total_accounts},
         "signal_blocking": {"currently_blocked": blocked},
     }
+
+
+def _age_seconds(moment: dt.datetime | None, now: dt.datetime) -> float:
+    """Seconds from moment to now, never negative (the job may be stored after `now` was read); 0 without one."""
+    if moment is None:
+        return 0.0
+    return round(max((now - moment).total_seconds(), 0.0), 3)
 
 
 def _paper_worker_process(runtime) -> dict | None:
