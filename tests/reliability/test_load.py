@@ -240,8 +240,7 @@ def test_sustained_webhook_load(load_database, tmp_path):
 
             drained = _wait_drained(server)
             market_closed = _market_closed_throughout(prometheus, time.monotonic() - load_started)
-            queue_peaks = {name: _peak(prometheus, f"justtrades_broker_queue_{name}", time.monotonic() - load_started)
-                           for name in ("depth", "oldest_job_age_seconds")}
+            queue_figures = _queue_figures(prometheus, time.monotonic() - load_started)
             expected = ALWAYS_FIRING | ({STALE_QUEUE_RULE} if market_closed else set())
             alerts = [alert for alert in prometheus.instant("ALERTS") if alert["metric"]["alertname"] not in expected]
             sampler.stop()
@@ -264,8 +263,7 @@ def test_sustained_webhook_load(load_database, tmp_path):
         statuses=_status_counts(deliveries),
         answered_after_3s=len(late), load_seconds=round(load_seconds, 1),
         latency_p50_ms=_ms(latencies, 0.5), latency_p99_ms=_ms(latencies, 0.99), latency_max_ms=_ms(latencies, 1.0),
-        seconds_to_drain_after_load=drained, queue_depth_max=queue_peaks["depth"],
-        oldest_job_age_max_seconds=queue_peaks["oldest_job_age_seconds"], rss_mib_first=_mib(sampler.samples, 0), rss_mib_last=_mib(sampler.samples, -1),
+        seconds_to_drain_after_load=drained, **queue_figures, rss_mib_first=_mib(sampler.samples, 0), rss_mib_last=_mib(sampler.samples, -1),
         rss_growth_after_warmup=rss_growth, worker_process_rss_mib_first=_mib(sampler.worker_samples, 0),
         worker_process_rss_mib_last=_mib(sampler.worker_samples, -1), worker_process_rss_growth_after_warmup=worker_rss_growth,
         alerts=[(a["metric"]["alertname"], a["metric"]["alertstate"]) for a in alerts],
@@ -332,10 +330,16 @@ def _market_closed_throughout(prometheus: PrometheusServer, seconds: float) -> b
     return [series["value"][1] for series in prometheus.instant(query)] == ["0"]
 
 
-def _peak(prometheus: PrometheusServer, metric: str, seconds: float) -> float | None:
-    """Return the largest value the platform's own scrapes of `metric` gave over the last `seconds`."""
-    result = prometheus.instant(f'max_over_time({metric}{{job="justtrades"}}[{max(int(seconds), 60)}s])')
-    return round(float(result[0]["value"][1]), 3) if result else None
+def _queue_figures(prometheus: PrometheusServer, seconds: float) -> dict[str, float | None]:
+    """Return the median and largest queue depth and oldest job age of the platform's own scrapes in the run."""
+    window = f"{max(int(seconds), 60)}s"
+    figures = {}
+    for name, metric in (("queue_depth", "justtrades_broker_queue_depth"),
+                         ("oldest_job_age_seconds", "justtrades_broker_queue_oldest_job_age_seconds")):
+        for label, function in (("median", "quantile_over_time(0.5, "), ("max", "max_over_time(")):
+            result = prometheus.instant(f'{function}{metric}{{job="justtrades"}}[{window}])')
+            figures[f"{name}_{label}"] = round(float(result[0]["value"][1]), 3) if result else None
+    return figures
 
 
 def _wait_drained(server, timeout: float = 600) -> float | None:
