@@ -12,7 +12,7 @@ from sqlalchemy import event, func, insert, select
 from justtrades.db.engine import transaction
 from justtrades.db.models import Fill, Order
 from justtrades.execution import orders
-from justtrades.execution.workers import WorkerPool
+from justtrades.execution.workers import Lanes, WorkerPool
 from justtrades.seed import apply_seed
 
 from ..conftest import build_app
@@ -143,7 +143,7 @@ def _run_pool(submissions, batch_size: int) -> list[tuple[str, object]]:
 
     pool = WorkerPool(
         _NoJobsStore(), lambda job_id: record("single", job_id, 1), size=1, poll_seconds=30, shutdown=threading.Event(),
-        execute_batch=lambda job_ids: record("batch", job_ids, len(job_ids)), batch_size=batch_size,
+        execute_batch=lambda job_ids, join: record("batch", job_ids + join(), None), batch_size=batch_size,
         batchable=lambda broker: broker == "paper",
     )
     for job_id, lane, broker in submissions:
@@ -162,13 +162,13 @@ def test_batch_ends_at_size_or_remote_job():
     calls = _run_pool([(1, 1, "paper"), (2, 2, "paper"), (3, 3, "paper"), (4, 4, "paper"), (5, 5, "tradovate"),
                        (6, 6, "paper")], batch_size=3)
 
-    assert calls == [("batch", [1, 2, 3]), ("batch", [4, 5]), ("single", 6)]
+    assert calls == [("batch", [1, 2, 3]), ("batch", [4, 5]), ("batch", [6])]
 
 
 def test_remote_broker_job_first_runs_alone():
     calls = _run_pool([(1, 1, "tradovate"), (2, 2, "tradovate"), (3, 3, "paper")], batch_size=8)
 
-    assert calls == [("single", 1), ("single", 2), ("single", 3)]
+    assert calls == [("single", 1), ("single", 2), ("batch", [3])]
 
 
 def test_job_behind_busy_lane_joins_its_batch():
@@ -184,3 +184,47 @@ def test_parked_jobs_fill_batch_up_to_its_size():
 
     # The first take is jobs 1 to 4: lanes 1 and 2 run 1 and 4, and 2 and 3 wait behind 1, with room for both.
     assert calls == [("batch", [1, 4, 2, 3]), ("batch", [5, 6])]
+
+
+def test_jobs_queued_during_claim_wait_join_batch():
+    batches = []
+    waiting, slot_free = threading.Event(), threading.Event()
+
+    def execute_batch(job_ids, join):
+        # The claim slot is busy with another worker's batch until the test frees it.
+        waiting.set()
+        assert slot_free.wait(10)
+        batches.append(job_ids + join())
+
+    pool = WorkerPool(
+        _NoJobsStore(), lambda job_id: batches.append(job_id), size=1, poll_seconds=30, shutdown=threading.Event(),
+        execute_batch=execute_batch, batch_size=8, batchable=lambda broker: broker == "paper",
+    )
+    pool.submit(1, 1, "NQZ6", "paper")
+    pool.start()
+    try:
+        assert waiting.wait(10)
+        for job_id, lane in ((2, 1), (3, 2), (4, 1), (5, 3)):
+            pool.submit(job_id, lane, "NQZ6", "paper")
+        slot_free.set()
+        deadline = time.monotonic() + 10
+        while sum(map(len, batches)) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        pool.stop()
+
+    # One claim for all five: jobs 2 and 4 wait in lane 1 behind job 1 and run after it in the same transaction.
+    assert batches == [[1, 2, 3, 4, 5]]
+
+
+def test_take_oldest_spans_lanes():
+    lanes = Lanes()
+    assert lanes.enter("busy", 1) and lanes.enter("quiet", 2)
+    for job_id in (10, 11, 12, 13):
+        assert not lanes.enter("busy", job_id)
+    assert not lanes.enter("quiet", 3)
+
+    # Lane by lane, the busy lane would fill the batch and job 3 would wait for the next one.
+    assert lanes.take_oldest(["busy", "quiet"], 3) == [("quiet", 3), ("busy", 10), ("busy", 11)]
+    assert lanes.take_oldest(["busy", "quiet"], 8) == [("busy", 12), ("busy", 13)]
+    assert lanes.leave("busy") is None and lanes.leave("quiet") is None

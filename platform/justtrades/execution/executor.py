@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import threading
 import time
+from typing import Callable
 
 from sqlalchemy import select
 from sqlalchemy.engine import Row
@@ -69,17 +70,20 @@ class Executor:
         job, (prepared, placement) = claimed
         self._after_claim(job, prepared, placement)
 
-    def execute_batch(self, job_ids: list[int]) -> None:
+    def execute_batch(self, job_ids: list[int], join: Callable[[], list[int]] | None = None) -> None:
         """Claim and run several jobs, with one transaction for all their claims and in-database placements.
 
         With a backlog of paper jobs, batches of 16 cut the platform's CPU per job by about a third and raised the
         rate at which the workers clear it by more than half (docs/benchmarks.md, fix 18). The fills' PnL totals
-        are written once per batch, at its end (fix 21). Jobs that another
-        worker holds, or that are finished, are skipped. Should an earlier holder write one of the order rows
-        meanwhile, the whole claim rolls back and each job is run on its own.
+        are written once per batch, at its end (fix 21). `join`, when given, is called once the claim slot is
+        held and returns more jobs for the batch: those that arrived while the worker waited for the slot (fix 23).
+        Jobs that another worker holds, or that are finished, are skipped. Should an earlier holder write one of
+        the order rows meanwhile, the whole claim rolls back and each job is run on its own.
         """
         try:
             with self._claim_slots:
+                if join is not None:
+                    job_ids = job_ids + join()
                 claimed = self._claim_batch(job_ids)
         except IntegrityError:
             logger.warning("jobs %s: another attempt wrote an order row during the batch claim; claiming one by one",

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import collections
+import heapq
 import logging
 import queue
 import threading
-from typing import Callable, Hashable
+from typing import Callable, Hashable, Iterable
 
 from .failure_log import RepeatedFailureLog
 from .jobs import BrokerScope, JobStore
@@ -45,11 +46,25 @@ class Lanes:
             del self._parked[key]
             return None
 
-    def take(self, key: Hashable, limit: int) -> list[int]:
-        """Return up to `limit` parked jobs of a lane the caller owns, oldest first; the caller keeps the lane."""
+    def take_oldest(self, keys: Iterable[Hashable], limit: int) -> list[tuple[Hashable, int]]:
+        """Return up to `limit` (lane, job id) pairs parked in lanes the caller owns, the oldest over all of them first.
+
+        The caller keeps the lanes. Taking by age rather than lane by lane keeps one busy lane from holding back the
+        others a worker owns: their jobs would otherwise advance by one per batch.
+        """
         with self._lock:
-            parked = self._parked[key]
-            return [parked.popleft() for _ in range(min(limit, len(parked)))]
+            # Job ids are unique, so the heap orders by them alone and never compares two lane keys.
+            heads = [(self._parked[key][0], key) for key in keys if self._parked[key]]
+            heapq.heapify(heads)
+            jobs = []
+            while heads and len(jobs) < limit:
+                job_id, key = heapq.heappop(heads)
+                parked = self._parked[key]
+                parked.popleft()
+                jobs.append((key, job_id))
+                if parked:
+                    heapq.heappush(heads, (parked[0], key))
+            return jobs
 
     def abandon(self, key: Hashable) -> list[int]:
         """Free the lane of a worker that is dying and return its parked jobs, to be queued again."""
@@ -74,7 +89,7 @@ class WorkerPool:
         shutdown: threading.Event,
         poll_failure_log_seconds: float = 60.0,
         *,
-        execute_batch: Callable[[list[int]], None] | None = None,
+        execute_batch: Callable[[list[int], Callable[[], list[int]]], None] | None = None,
         batch_size: int = 1,
         batchable: Callable[[str | None], bool] = lambda broker: False,
         scope: BrokerScope | None = None,
@@ -158,16 +173,17 @@ class WorkerPool:
     def _run_lanes(self, owned: list[tuple[Hashable, int]], batchable_lanes: set[Hashable]) -> None:
         """Run the jobs of lanes this worker owns, then what was parked behind them, until the lanes are empty."""
         while owned:
-            owned = self._with_parked_jobs(owned, batchable_lanes)
-            job_ids = [job_id for _, job_id in owned]
             try:
-                if len(job_ids) == 1:
-                    self._execute(job_ids[0])
+                if self._batch_size > 1 and any(key in batchable_lanes for key, _ in owned):
+                    # `owned` grows in place when the batch is joined, so the code after the call finds every job of it.
+                    self._execute_batch([job_id for _, job_id in owned],
+                                        lambda: self._join_batch(owned, batchable_lanes))
                 else:
-                    self._execute_batch(job_ids)
+                    for _, job_id in owned:
+                        self._execute(job_id)
             except Exception:
                 logger.exception("jobs %s: executor raised; they stay in the table for the next poll",
-                                 ", ".join(map(str, job_ids)))
+                                 ", ".join(str(job_id) for _, job_id in owned))
             except BaseException:
                 # The thread is going down: hand the lanes' parked jobs back so the other workers run them.
                 for key, job_id in owned:
@@ -185,23 +201,34 @@ class WorkerPool:
                     next_owned.append((key, parked))
             owned = next_owned
 
-    def _with_parked_jobs(self, owned: list[tuple[Hashable, int]],
-                          batchable_lanes: set[Hashable]) -> list[tuple[Hashable, int]]:
-        """Fill the batch up to its size with jobs parked in its batchable lanes.
+    def _join_batch(self, owned: list[tuple[Hashable, int]], batchable_lanes: set[Hashable]) -> list[int]:
+        """Add jobs to a batch up to its size once its claim slot is held, and return their ids.
 
-        Under a backlog every lane has jobs parked. With one job per lane, a batch was only as large as this
-        worker's share of the lanes, about 2 with 10 workers on 20 accounts, and the paper worker process cleared
-        about 165 jobs/s (docs/benchmarks.md, fix 22). A batch runs its jobs in id order, so those of one lane keep their order.
+        The executor calls this when the claim starts. Under load a worker waits for the claim slot while jobs
+        arrive: those parked in its own lanes join first, oldest first, then batchable jobs waiting in the queue.
+        Without it, every worker woke for one job, and each claim placed one order (docs/benchmarks.md, fix 23).
         """
-        room = self._batch_size - len(owned)
-        for key in dict.fromkeys(key for key, _ in owned):
-            if room <= 0:
+        own_lanes = dict.fromkeys(key for key, _ in owned)
+        added = self._lanes.take_oldest([key for key in own_lanes if key in batchable_lanes],
+                                        self._batch_size - len(owned))
+
+        # A batch waits on at most one remote broker, so queued jobs join only a batch without such a job.
+        while len(owned) + len(added) < self._batch_size and all(key in batchable_lanes for key in own_lanes):
+            try:
+                job_id, key, batchable = self._queue.get_nowait()
+            except queue.Empty:
                 break
-            if key in batchable_lanes:
-                more = self._lanes.take(key, room)
-                owned = owned + [(key, job_id) for job_id in more]
-                room -= len(more)
-        return owned
+            if batchable:
+                batchable_lanes.add(key)
+            if self._lanes.enter(key, job_id):
+                own_lanes[key] = None
+                added.append((key, job_id))
+            elif batchable and key in own_lanes:
+                # Parked behind a job of this batch: it runs after that one in the same transaction.
+                added.extend(self._lanes.take_oldest([key], 1))
+
+        owned.extend(added)
+        return [job_id for _, job_id in added]
 
     def _forget(self, job_id: int) -> None:
         with self._in_flight_lock:
