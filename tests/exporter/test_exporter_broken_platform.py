@@ -354,7 +354,7 @@ def test_spool_document_read(fake_platform, make_exporter, scrape):
     assert endpoint_value(samples, "justtrades_exporter_endpoint_up", "/api/webhook-spool") == 1.0
 
 
-def test_platform_without_queue_age_counts_no_error(fake_platform, documents, make_exporter, scrape):
+def test_missing_queue_age_counts_no_error(fake_platform, documents, make_exporter, scrape):
     # The reference's broker status has the queue's depth only.
     status = documents["/api/broker-execution/status"]
     del status["broker_execution"]["oldest_job_created_at"], status["broker_execution"]["oldest_job_age_seconds"]

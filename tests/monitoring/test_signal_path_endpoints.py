@@ -194,7 +194,7 @@ def test_empty_queue_has_no_oldest_job(client):
     assert samples(client)[("justtrades_broker_queue_oldest_job_age_seconds", ())] == 0.0
 
 
-def test_queue_age_counts_from_the_oldest_waiting_job(traffic):
+def test_queue_age_from_oldest_waiting_job(traffic):
     session_factory = traffic.application.extensions["justtrades"].session_factory
     now = dt.datetime.now(dt.timezone.utc)
     with session_factory() as session, session.begin():
