@@ -135,3 +135,4 @@ def test_serve_prints_full_tokens_on_loopback_only(host, shown, capsys, tmp_path
 
     assert f"webhook for JADNQ: http://127.0.0.1:5000{shown}\n" in printed
     assert ("demo-nq-7f3a9c2e41b8d605" in printed) is (host == "127.0.0.1")
+    assert "JT_ADMIN_API_KEY is not set" in printed

@@ -187,6 +187,9 @@ def _print_webhook_urls(runtime, host: str, port: int) -> None:
     if recorders and not local:
         print("  (tokens shortened on a non-loopback address: each recorder's full token is in its seed file)",
               flush=True)
+    if not runtime.settings.admin_api_key:
+        print("  admin endpoints: JT_ADMIN_API_KEY is not set, so only a logged-in admin gets in; set it to call "
+              "them with an X-API-Key header", flush=True)
 
 
 def _is_loopback(host: str) -> bool:
