@@ -219,7 +219,8 @@ def test_jobs_queued_during_claim_wait_join_batch():
 
 def test_take_oldest_spans_lanes():
     lanes = Lanes()
-    assert lanes.enter("busy", 1) and lanes.enter("quiet", 2)
+    assert lanes.enter("busy", 1)
+    assert lanes.enter("quiet", 2)
     for job_id in (10, 11, 12, 13):
         assert not lanes.enter("busy", job_id)
     assert not lanes.enter("quiet", 3)
@@ -227,4 +228,5 @@ def test_take_oldest_spans_lanes():
     # Lane by lane, the busy lane would fill the batch and job 3 would wait for the next one.
     assert lanes.take_oldest(["busy", "quiet"], 3) == [("quiet", 3), ("busy", 10), ("busy", 11)]
     assert lanes.take_oldest(["busy", "quiet"], 8) == [("busy", 12), ("busy", 13)]
-    assert lanes.leave("busy") is None and lanes.leave("quiet") is None
+    assert lanes.leave("busy") is None
+    assert lanes.leave("quiet") is None
