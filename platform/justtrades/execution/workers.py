@@ -206,7 +206,8 @@ class WorkerPool:
 
         The executor calls this when the claim starts. Under load a worker waits for the claim slot while jobs
         arrive: those parked in its own lanes join first, oldest first, then batchable jobs waiting in the queue.
-        Without it, every worker woke for one job, and each claim placed one order (docs/benchmarks.md, fix 23).
+        Before, a worker that woke for one job claimed that job alone, however many arrived while it waited
+        (docs/benchmarks.md, fix 23).
         """
         own_lanes = dict.fromkeys(key for key, _ in owned)
         added = self._lanes.take_oldest([key for key in own_lanes if key in batchable_lanes],
