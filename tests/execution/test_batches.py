@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import event, func, insert, select
 
 from justtrades.db.engine import transaction
-from justtrades.db.models import Fill, Order
+from justtrades.db.models import ExecutionJob, Fill, Order
 from justtrades.execution import orders
+from justtrades.execution.executor import Executor
 from justtrades.execution.workers import Lanes, WorkerPool
 from justtrades.seed import apply_seed
 
@@ -119,6 +120,39 @@ def test_racing_order_row_falls_back_to_single_claims(database_url, monkeypatch,
     assert _count(runtime, Fill) == 12
     assert sorted(positions(app).values()) == [2] * ACCOUNTS
     assert any("claiming one by one" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_batches_waiting_for_claim_share_transaction(database_url):
+    app, runtime = _batch_app(database_url, batch_size=8)
+    send(app, TOKEN, '{"action":"buy","ticker":"NQ1!","price":21500.25}')
+    with runtime.session_factory() as session:
+        job_ids = session.scalars(select(ExecutionJob.id).order_by(ExecutionJob.id)).all()
+    executor = Executor(runtime.session_factory, runtime.jobs, runtime.brokers, runtime.execution_stats, max_attempts=3)
+    commits = _worker_commits(runtime)
+
+    # Another worker's claim holds the slot: the first batch leads the next round, and the two after it wait.
+    executor._claim_slots.acquire()
+    workers = [threading.Thread(target=executor.execute_batch, args=(job_ids[index:index + 2],),
+                                name=f"broker-worker-{index}") for index in (0, 2, 4)]
+    workers[0].start()
+    deadline = time.monotonic() + 10
+    while executor._claim_slots.waiting() < 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    for worker in workers[1:]:
+        worker.start()
+    while executor._claim_rounds.pending() < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    executor._claim_slots.release()
+    for worker in workers:
+        worker.join(10)
+
+    jobs = wait_for_jobs(app)
+    assert [job.status for job in jobs] == ["done"] * ACCOUNTS
+    assert _count(runtime, Order) == ACCOUNTS
+    assert _count(runtime, Fill) == ACCOUNTS
+    # One transaction for the first batch, and one for the two that waited while it ran.
+    assert len(commits) == 2
 
 
 class _NoJobsStore:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 import time
 from typing import Callable
 
@@ -17,8 +16,10 @@ from ..db import counters
 from ..db.models import ExecutionFailure, Order, Recorder, utcnow
 from ..webhooks.redaction import redact_text
 from . import orders
+from .claim_rounds import ClaimRequest, ClaimRounds
 from .jobs import DONE, FAILED, JobStore
 from .orders import ENTRY_SIDES, OrderRow, PreparedJob, account_ref  # noqa: F401 - accounts.broker_state imports account_ref from here
+from .slots import FifoSlots
 from .stats import ExecutionStats
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,10 @@ class Placement:
     seconds: float
 
 
+# A claimed job, what its claim transaction read and wrote for it, and the order placed in that transaction, if any.
+Claimed = tuple[Row, PreparedJob | None, Placement | None]
+
+
 class Executor:
     def __init__(self, session_factory, store: JobStore, brokers: dict, stats: ExecutionStats, max_attempts: int,
                  claim_concurrency: int = 1, *, hands_back_other_brokers: bool = False):
@@ -51,7 +56,9 @@ class Executor:
         # Claims, and the paper orders placed in them, are CPU under this process's interpreter lock. Ten workers
         # claiming at once took it from the webhook threads: at 100 webhooks/s the acknowledgement p50 was 92 ms,
         # and 3.8 ms with one slot (docs/benchmarks.md, fix 16). Workers waiting on a broker's reply hold no slot.
-        self._claim_slots = threading.BoundedSemaphore(claim_concurrency)
+        # A freed slot goes to the worker that has waited longest, so one worker cannot keep it (fix 24).
+        self._claim_slots = FifoSlots(claim_concurrency)
+        self._claim_rounds: ClaimRounds[list[Claimed]] = ClaimRounds(claim_concurrency, self._claim_round)
 
     def execute(self, job_id: int) -> None:
         """Claim and run the job; a job another worker holds, or one already finished, is skipped."""
@@ -75,20 +82,19 @@ class Executor:
 
         With a backlog of paper jobs, batches of 16 cut the platform's CPU per job by about a third and raised the
         rate at which the workers clear it by more than half (docs/benchmarks.md, fix 18). The fills' PnL totals
-        are written once per batch, at its end (fix 21). `join`, when given, is called once the claim slot is
-        held and returns more jobs for the batch: those that arrived while the worker waited for the slot (fix 23).
-        Jobs that another worker holds, or that are finished, are skipped. Should an earlier holder write one of
-        the order rows meanwhile, the whole claim rolls back and each job is run on its own.
+        are written once per claim, at its end (fix 21). `join`, when given, is called just before the claim and
+        returns more jobs for the batch: those that arrived while the worker waited (fix 23). The batches of
+        all workers waiting meanwhile are claimed in the same transaction (`ClaimRounds`, fix 24). Jobs that
+        another worker holds, or that are finished, are skipped. Should an earlier holder write one of the order
+        rows meanwhile, the whole claim rolls back and each job is run on its own.
         """
+        request = ClaimRequest(job_ids, join)
         try:
-            with self._claim_slots:
-                if join is not None:
-                    job_ids = job_ids + join()
-                claimed = self._claim_batch(job_ids)
+            claimed = self._claim_rounds.submit(request)
         except IntegrityError:
             logger.warning("jobs %s: another attempt wrote an order row during the batch claim; claiming one by one",
-                           ", ".join(map(str, job_ids)))
-            for job_id in job_ids:
+                           ", ".join(map(str, request.job_ids)))
+            for job_id in request.job_ids:
                 self.execute(job_id)
             return
 
@@ -96,7 +102,19 @@ class Executor:
         for job, prepared, placement in sorted(claimed, key=lambda item: item[2] is None):
             self._after_claim(job, prepared, placement)
 
-    def _claim_batch(self, job_ids: list[int]) -> list[tuple[Row, PreparedJob | None, Placement | None]]:
+    def _claim_round(self, requests: list[ClaimRequest[list[Claimed]]]) -> None:
+        """Claim the batches of a round in one transaction, and give each request the claims of its own jobs."""
+        with self._claim_slots:
+            for request in requests:
+                if request.join is not None:
+                    request.job_ids += request.join()
+            claimed = self._claim_batch([job_id for request in requests for job_id in request.job_ids])
+
+        by_job = {item[0].id: item for item in claimed}
+        for request in requests:
+            request.finish([by_job[job_id] for job_id in request.job_ids if job_id in by_job])
+
+    def _claim_batch(self, job_ids: list[int]) -> list[Claimed]:
         with self._session_factory() as session, session.begin():
             jobs = self._store.claim_batch(session, job_ids)
             prepared = orders.prepare_batch(session, jobs, self._brokers)
