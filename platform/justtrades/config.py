@@ -101,8 +101,9 @@ class Settings:
     # Execution.
     broker: str = "paper"
     broker_workers: int = 10
-    # Workers in a claim transaction at once. A paper order is placed in that transaction, so it is CPU in this
-    # process: more at once only takes the interpreter lock from the webhook threads. Network waits don't count.
+    # Claim transactions at once, each for the batches of all workers waiting for it. A paper order is placed in
+    # that transaction, so it is CPU in this process: more at once only takes the interpreter lock from the
+    # webhook threads. Network waits don't count.
     broker_claim_concurrency: int = 1
     # Paper jobs a worker claims and fills in one transaction when several wait; 1 claims each job alone.
     broker_batch_size: int = 16

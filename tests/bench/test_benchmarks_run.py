@@ -22,6 +22,7 @@ SHORT_RUNS = {
     "memory": ["--webhooks", "40", "--steps", "1", "--connections", "2"],
     "paper_orders": ["--rate", "20", "--duration", "1", "--recorders", "2", "--drain-seconds", "30"],
     "paper_backlog": ["--jobs", "20", "--recorders", "2", "--batch-sizes", "1,4", "--database", "sqlite"],
+    "claim_model": ["--seconds", "1", "--rate", "50", "--variants", "fifo,rounds"],
     "exporter_poll": ["--traders", "10", "--accounts", "5", "--fills", "100", "--requests", "2", "--scrapes", "2"],
 }
 
