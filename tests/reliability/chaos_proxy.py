@@ -158,7 +158,8 @@ class ChaosProxy:
                         continue
                     delayed[peers[source]].append((time.monotonic() + self._delay_for(mode), data))
                 self._flush_due(delayed)
-        except OSError:
+        except (OSError, ValueError):
+            # ValueError: another thread reset one of the sockets (reset_connections, exit), so select gets fd -1.
             return
         finally:
             with self._lock:
