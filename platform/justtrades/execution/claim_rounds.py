@@ -75,7 +75,7 @@ class ClaimRounds(Generic[T]):
             return len(self._pending)
 
     def _lead(self, own: ClaimRequest[T]) -> None:
-        # A request that holds a lead stays for its own thread's round, so every leader serves its own request.
+        # A request with a lead waits for its own thread's round, so every leader serves its own request.
         with self._lock:
             round_ = [own, *(request for request in self._pending if not request._leads)]
             self._pending = collections.deque(request for request in self._pending
