@@ -131,7 +131,7 @@ def test_batches_waiting_for_claim_share_transaction(database_url):
     executor = Executor(runtime.session_factory, runtime.jobs, runtime.brokers, runtime.execution_stats, max_attempts=3)
     commits = _worker_commits(runtime)
 
-    # Another worker's claim holds the slot: the first batch leads the next round, and the two after it wait.
+    # Another worker's claim has the slot. So the first batch leads the next round, and the two after it wait.
     executor._claim_slots.acquire()
     workers = [threading.Thread(target=executor.execute_batch, args=(job_ids[index:index + 2],),
                                 name=f"broker-worker-{index}") for index in (0, 2, 4)]

@@ -105,6 +105,14 @@ def test_round_error_raised_in_every_request():
     assert outcomes["waiting"] is server.fail_with
 
 
+def test_request_without_result_gets_error():
+    rounds = ClaimRounds(1, lambda requests: None)
+
+    with pytest.raises(RuntimeError, match=r"no result for jobs \[7\]"):
+        rounds.submit(ClaimRequest([7]))
+    assert rounds.pending() == 0
+
+
 def test_lead_freed_after_last_round():
     server, outcomes = _Server(), {}
     server.release_first_round.set()

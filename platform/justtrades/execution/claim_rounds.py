@@ -36,8 +36,9 @@ class ClaimRounds(Generic[T]):
     """Runs the claims of many workers in rounds: each round serves every request that was waiting when it began.
 
     A claim costs a transaction and its commit, whatever its size, and only `leaders` claims run at once (in the paper
-    worker process, one). With a claim slot per worker turn, ten workers took turns with a few jobs each while
-    thousands waited in their lanes, and at 200 webhooks/s the queue grew without bound (docs/benchmarks.md, fix 24).
+    worker process, one). With one claim per worker turn, ten workers took turns with a few jobs each while
+    thousands waited in their lanes. In a 240 s load test at 200 webhooks/s the median queue depth was 5,937 jobs
+    (docs/benchmarks.md, fix 24).
     A round instead claims the batches of all the workers waiting for it together. Its leader is the worker that
     waited longest, and it hands the lead to the oldest request left when the round ends, so no worker is passed
     over. Each worker then settles its own jobs.
@@ -90,6 +91,12 @@ class ClaimRounds(Generic[T]):
                     request.finish(error=error)
             if not isinstance(error, Exception):
                 raise
+        else:
+            # A woken request without a result would take a lead it was never given, so every request ends here.
+            for request in round_:
+                if not request.done:
+                    request.finish(error=RuntimeError(f"claim round of {len(round_)} request(s) returned no result "
+                                                      f"for jobs {request.job_ids}; they stay in the table"))
         finally:
             for request in round_[1:]:
                 request._wake.set()

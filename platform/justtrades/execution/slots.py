@@ -11,10 +11,10 @@ class FifoSlots:
 
     `threading.Semaphore` wakes a waiter on release, but the releasing thread keeps the interpreter lock and can
     take the slot again before that waiter runs. A broker worker does exactly that: it frees the claim slot, finds
-    its next job at once, and requests the slot again. In a model of the worker pool at 200 jobs/s (threads that
-    sleep for a claim's cost), one worker kept the slot with batches of one or two jobs while the nine others
-    waited with hundreds of jobs between them (docs/benchmarks.md, fix 24). Here a returning thread queues behind
-    the others.
+    its next job at once, and requests the slot again. A model of the worker pool at 200 jobs/s, with threads that
+    sleep for a claim's cost, showed the effect (docs/benchmarks.md, fix 24). One worker kept the slot with
+    batches of one or two jobs, and the nine others waited with hundreds of jobs between them. Here a returning
+    thread queues behind the others.
     """
 
     def __init__(self, count: int):
