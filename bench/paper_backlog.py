@@ -17,7 +17,7 @@ import time
 
 from . import servers
 from .databases import database_url_for
-from .paper_orders import _cpu_seconds, _cpu_used, _postgres_pids, _request_factory, _seed
+from .paper_orders import _children, _cpu_seconds, _cpu_used, _postgres_pids, _request_factory, _seed
 from .report import Report, ms
 
 GOAL_JOBS_PER_SECOND = 200.0
@@ -34,8 +34,12 @@ def _queue_jobs(app, jobs: int, recorders: int) -> None:
             raise RuntimeError(f"webhook {index} got {response.status_code}: {response.get_data(as_text=True)}")
 
 
-def _clear_backlog(args, batch_size: int, workdir) -> tuple[float, float, float]:
-    """Return the seconds the workers took to clear the jobs, and the CPU seconds of this process and PostgreSQL."""
+def _clear_backlog(args, batch_size: int, workdir) -> tuple[float, float, float, float]:
+    """Return the seconds the workers took to clear the jobs, and the CPU seconds used meanwhile.
+
+    The CPU seconds are those of this process, of its paper worker process (from its start, imports included)
+    and of PostgreSQL.
+    """
     from justtrades.app import create_app
     from justtrades.config import Settings
 
@@ -60,10 +64,12 @@ def _clear_backlog(args, batch_size: int, workdir) -> tuple[float, float, float]
                 time.sleep(0.05)
             seconds = time.monotonic() - started
             cpu = time.process_time() - cpu_before
+            # The paper worker process started with the workers, so all of its time counts.
+            child_cpu = _cpu_used({}, _cpu_seconds(_children(os.getpid())))
             postgres_cpu = _cpu_used(postgres_before, _cpu_seconds(_postgres_pids())) if on_postgresql else 0.0
         finally:
             runtime.stop()
-    return seconds, cpu, postgres_cpu
+    return seconds, cpu, child_cpu, postgres_cpu
 
 
 def run(args) -> Report:
@@ -74,11 +80,12 @@ def run(args) -> Report:
     with servers.work_folder("backlog", args.keep) as workdir:
         for batch_size in args.batch_sizes:
             (workdir / f"batch-{batch_size}").mkdir()
-            seconds, cpu, postgres_cpu = _clear_backlog(args, batch_size, workdir)
+            seconds, cpu, child_cpu, postgres_cpu = _clear_backlog(args, batch_size, workdir)
             rates[batch_size] = args.jobs / seconds
             report.section(f"batch size {batch_size}")
             report.figure("jobs per second", f"{rates[batch_size]:.0f}")
             report.figure("platform CPU per job", ms(cpu / args.jobs))
+            report.figure("paper worker process CPU per job", ms(child_cpu / args.jobs))
             if args.database == "postgresql":
                 report.figure("PostgreSQL CPU per job", ms(postgres_cpu / args.jobs))
 

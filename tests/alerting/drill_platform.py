@@ -104,10 +104,11 @@ class PoisonedBroker:
         self._exit_if_armed(request)
         return self._broker.place_order(request)
 
-    def place_order_in(self, session, request: OrderRequest) -> OrderResult:
+    def place_orders_in(self, session, requests: list[OrderRequest]) -> list:
         # The executor places paper orders inside the claim transaction through this method.
-        self._exit_if_armed(request)
-        return self._broker.place_order_in(session, request)
+        for request in requests:
+            self._exit_if_armed(request)
+        return self._broker.place_orders_in(session, requests)
 
     def _exit_if_armed(self, request: OrderRequest) -> None:
         if self.armed.is_set():

@@ -122,7 +122,7 @@ def test_pending_order_found_at_broker_is_not_placed_again(frozen):
     runtime = frozen.extensions["justtrades"]
     paper = runtime.brokers["paper"]
     # As a broker outside our database: the order row commits first, then the broker is called on its own.
-    paper.place_order_in = None
+    paper.place_orders_in = None
     placed = []
     original = paper.place_order
 
@@ -147,10 +147,10 @@ def test_pending_order_found_at_broker_is_not_placed_again(frozen):
 def test_permanent_failure_is_classified_and_kept(frozen):
     runtime = frozen.extensions["justtrades"]
 
-    def reject(session, request):
-        raise BrokerError(FailureReason.INSUFFICIENT_FUNDS, "margin 0 < 1000", permanent=True)
+    def reject(session, requests):
+        return [BrokerError(FailureReason.INSUFFICIENT_FUNDS, "margin 0 < 1000", permanent=True) for _ in requests]
 
-    runtime.brokers["paper"].place_order_in = reject
+    runtime.brokers["paper"].place_orders_in = reject
     send(frozen, ES_TOKEN, '{"action":"buy","ticker":"ES1!","price":6120.5}')
     jobs = wait_for_jobs(frozen)
 
@@ -166,16 +166,16 @@ def test_permanent_failure_is_classified_and_kept(frozen):
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_dead_worker_is_replaced_and_counted(frozen):
     runtime = frozen.extensions["justtrades"]
-    original = runtime.brokers["paper"].place_order_in
+    original = runtime.brokers["paper"].place_orders_in
     calls = []
 
-    def die_once(session, request):
-        calls.append(request.client_order_id)
+    def die_once(session, requests):
+        calls.append([request.client_order_id for request in requests])
         if len(calls) == 1:
             raise SystemExit("simulated worker death")
-        return original(session, request)
+        return original(session, requests)
 
-    runtime.brokers["paper"].place_order_in = die_once
+    runtime.brokers["paper"].place_orders_in = die_once
     send(frozen, ES_TOKEN, '{"action":"buy","ticker":"ES1!","price":6120.5}')
 
     deadline = time.monotonic() + 30
@@ -214,17 +214,17 @@ def test_paper_entry_is_one_transaction(frozen):
 def test_failed_paper_fill_rolls_back(frozen):
     runtime = frozen.extensions["justtrades"]
     paper = runtime.brokers["paper"]
-    original = paper.place_order_in
+    original = paper.place_orders_in
     calls = []
 
-    def fill_then_fail_once(session, request):
-        calls.append(request.client_order_id)
-        result = original(session, request)
+    def fill_then_fail_once(session, requests):
+        calls.append([request.client_order_id for request in requests])
+        outcomes = original(session, requests)
         if len(calls) == 1:
             raise BrokerError(FailureReason.CONNECTION_ERROR, "simulated failure after the fill", permanent=False)
-        return result
+        return outcomes
 
-    paper.place_order_in = fill_then_fail_once
+    paper.place_orders_in = fill_then_fail_once
     send(frozen, ES_TOKEN, '{"action":"buy","ticker":"ES1!","price":6120.5}')
     jobs = wait_for_jobs(frozen)
 
@@ -246,20 +246,20 @@ def test_claims_run_at_most_limit_at_once(database_url, limit):
     runtime = app.extensions["justtrades"]
     runtime.clock = lambda: REFERENCE_TIME
     paper = runtime.brokers["paper"]
-    original = paper.place_order_in
+    original = paper.place_orders_in
     lock = threading.Lock()
     running, peak = [0], [0]
 
-    def slow_fill(session, request):
+    def slow_fill(session, requests):
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
         time.sleep(0.3)
         with lock:
             running[0] -= 1
-        return original(session, request)
+        return original(session, requests)
 
-    paper.place_order_in = slow_fill
+    paper.place_orders_in = slow_fill
     try:
         # The recorder's two traders are on two accounts, so their jobs run in separate lanes.
         send(app, NQ_TOKEN, '{"action":"buy","ticker":"NQ1!","price":21500.25}')

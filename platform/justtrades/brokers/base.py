@@ -109,9 +109,9 @@ class Broker(Protocol):
     """A broker adapter. Implementations must be safe to call from several worker threads.
 
     An adapter whose book lives in the platform's own database may also offer
-    `place_order_in(session, request) -> OrderResult`, which places the order in the caller's open transaction
-    and writes the order row's status and broker order id there. The executor then claims, places and ends a job
-    in one transaction (see execution.executor).
+    `place_orders_in(session, requests) -> list[OrderResult | BrokerError]`, which places the orders in the
+    caller's open transaction and writes the order rows' status and broker order id there. The executor then
+    claims, places and ends the jobs of a claim in one transaction (see execution.executor).
     """
 
     name: str

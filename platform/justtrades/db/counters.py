@@ -103,20 +103,30 @@ def read_prefix(session: Session, prefix: str) -> dict[str, int]:
 def insert_fill(session: Session, **values) -> int:
     """Insert one fill with a Core statement, with the fill counts and running PnL the flush listener keeps.
 
-    Returns the fill's id. The paper broker writes a fill per order this way: the unit of work of a Session flush
-    cost more CPU than the insert and the running totals together. Inside `fills_totalled_at_end` the counts
-    and the PnL wait for the end of that block.
+    Returns the fill's id. The unit of work of a Session flush cost more CPU than the insert and the running
+    totals together, so the paper broker writes its fills this way, with `insert_fills`. Inside
+    `fills_totalled_at_end` the counts and the PnL wait for the end of that block.
     """
-    connection = session.connection()
     values.setdefault("filled_at", utcnow())
-    fill = pnl_totals.NewFill(id=connection.execute(_INSERT_FILL, values).scalar_one(), **values)
+    return insert_fills(session, [values])[0]
+
+
+def insert_fills(session: Session, rows: list[dict]) -> list[int]:
+    """Insert several fills with one statement, as `insert_fill` does one; return their ids in the order of rows.
+
+    Each row needs every column of `insert_fill`, `filled_at` included.
+    """
+    if not rows:
+        return []
+    ids = session.connection().execute(_INSERT_FILLS, rows).scalars().all()
+    fills = [pnl_totals.NewFill(id=fill_id, **row) for fill_id, row in zip(ids, rows)]
 
     pending = session.info.get(_PENDING_FILLS_KEY)
     if pending is not None:
-        pending.append(fill)
-        return fill.id
-    _add_totals(session, [fill])
-    return fill.id
+        pending.extend(fills)
+        return ids
+    _add_totals(session, fills)
+    return ids
 
 
 @contextlib.contextmanager
@@ -154,7 +164,9 @@ def _add_totals(session: Session, fills: list[pnl_totals.NewFill]) -> None:
     _add(session, {pnl_totals.FILL_CHANGES_COUNTER: len(fills), FILLS_COUNTER: len(fills)})
 
 
-_INSERT_FILL = insert(Fill.__table__).returning(Fill.__table__.c.id)
+# The ids come back in the order of the rows, which is also the order the database gave them in: the running PnL
+# orders fills of the same time by id.
+_INSERT_FILLS = insert(Fill.__table__).returning(Fill.__table__.c.id, sort_by_parameter_order=True)
 
 
 @event.listens_for(Session, "after_flush")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from sqlalchemy import DateTime, Numeric, String
 from sqlalchemy.types import TypeDecorator
@@ -37,16 +37,29 @@ class UTCDateTime(TypeDecorator):
         return value.astimezone(dt.timezone.utc)
 
 
+# Decimal places that an ExactDecimal column keeps on PostgreSQL.
+EXACT_PLACES = 10
+
+
+def round_to_column(value: Decimal) -> Decimal:
+    """Round a Decimal to what an ExactDecimal column keeps on PostgreSQL, half away from zero as it rounds.
+
+    Code that keeps a value in memory across several updates rounds it with this after each one, so it ends
+    where the same updates written and read back one at a time would, on both databases.
+    """
+    return value.quantize(Decimal(1).scaleb(-EXACT_PLACES), rounding=ROUND_HALF_UP)
+
+
 class ExactDecimal(TypeDecorator):
     """A Decimal stored exactly: NUMERIC on PostgreSQL, text on SQLite (whose numbers are binary floats)."""
 
-    impl = Numeric(24, 10)
+    impl = Numeric(24, EXACT_PLACES)
     cache_ok = True
 
     def load_dialect_impl(self, dialect):
         if dialect.name == "sqlite":
             return dialect.type_descriptor(String(40))
-        return dialect.type_descriptor(Numeric(24, 10))
+        return dialect.type_descriptor(Numeric(24, EXACT_PLACES))
 
     def process_bind_param(self, value, dialect):
         if value is None:

@@ -119,15 +119,12 @@ class Executor:
             jobs = self._store.claim_batch(session, job_ids)
             prepared = orders.prepare_batch(session, jobs, self._brokers)
 
-            claimed = []
             with counters.fills_totalled_at_end(session):
-                for job in jobs:
-                    placement = self._place_if_in_database(session, job, prepared[job.id], finish=False)
-                    claimed.append((job, prepared[job.id], placement))
+                placements = self._place_in_claim(session, [(job, prepared[job.id]) for job in jobs])
 
-            placed = [job.id for job, _, placement in claimed if placement is not None and placement.error is None]
+            placed = [job_id for job_id, placement in placements.items() if placement.error is None]
             self._store.finish_batch(session, placed, DONE)
-            return claimed
+            return [(job, prepared[job.id], placements.get(job.id)) for job in jobs]
 
     def _after_claim(self, job: Row, prepared: PreparedJob | None, placement: Placement | None) -> None:
         """Settle an order placed in the claim transaction, or place it now; a failure is retried or ends the job."""
@@ -151,44 +148,64 @@ class Executor:
 
     def _prepare(self, session, job: Row) -> tuple[PreparedJob | None, Placement | None]:
         prepared = orders.prepare(session, job, self._brokers)
-        return prepared, self._place_if_in_database(session, job, prepared)
-
-    def _place_if_in_database(self, session, job: Row, prepared: PreparedJob | None, *,
-                              finish: bool = True) -> Placement | None:
-        """Place a new order in the claim transaction when its broker keeps its book in our database."""
-        if prepared is None or prepared.order is None or prepared.earlier_attempt:
-            return None
-
-        place_order_in = getattr(self._brokers.get(prepared.account.broker), "place_order_in", None)
-        if place_order_in is None:
-            return None
-        return self._place_in_claim(session, job, prepared, place_order_in, finish=finish)
+        placement = self._place_in_claim(session, [(job, prepared)]).get(job.id)
+        if placement is not None and placement.error is None:
+            self._store.finish(job.id, DONE, session=session)
+        return prepared, placement
 
     def places_in_database(self, broker: str | None) -> bool:
         """Tell whether jobs of this broker are placed in their claim transaction, so batching them saves work."""
-        return hasattr(self._brokers.get(broker), "place_order_in")
+        return _placer_in_database(self._brokers.get(broker)) is not None
 
-    def _place_in_claim(self, session, job: Row, prepared: PreparedJob, place_order_in, *,
-                        finish: bool = True) -> Placement:
-        """Place the order of a broker whose book is in our database (the paper broker) in the claim transaction.
+    def _place_in_claim(self, session, jobs: list[tuple[Row, PreparedJob | None]]) -> dict[int, Placement]:
+        """Place, in the claim transaction, the new orders of brokers whose book is in our database (paper).
 
-        The claim, the order row, the broker's book and the job's end then commit together: one transaction per
-        job instead of three. The placement runs in a savepoint, so when it fails the claim and the order row
-        still commit, and the failure is handled after the commit like any broker's. Without `finish` the caller
-        ends the job in the same transaction, as a batch does for all its placed jobs in one statement.
+        The claim, the order rows, the broker's book and the jobs' ends then commit together: one transaction per
+        claim instead of three per job. Returns the placements by job id; the other jobs are placed after the
+        commit. A failed placement still lets the claim and the order row commit, and is handled after the
+        commit like any broker's failure.
+        """
+        groups: dict[str, list[tuple[Row, PreparedJob]]] = {}
+        for job, prepared in jobs:
+            if prepared is None or prepared.order is None or prepared.earlier_attempt:
+                continue
+            if self.places_in_database(prepared.account.broker):
+                groups.setdefault(prepared.account.broker, []).append((job, prepared))
+
+        placements: dict[int, Placement] = {}
+        for broker, group in groups.items():
+            placements.update(self._place_group(session, _placer_in_database(self._brokers[broker]), group))
+        return placements
+
+    def _place_group(self, session, place_orders_in, group: list[tuple[Row, PreparedJob]]) -> dict[int, Placement]:
+        """Place the orders of one broker with one call, in a savepoint; should the call fail, one order at a time.
+
+        The broker's own refusals (a paper order without a price) come back per order. An exception, such as a
+        database error, rolls back the savepoint with everything the call wrote. Placed alone, each order then
+        fails or fills on its own, so one bad order cannot fail the others.
         """
         started = time.monotonic()
         fills_before = counters.pending_fill_count(session)
         try:
             with session.begin_nested():
-                # The broker marks the order row itself, because in our database that row is the broker's record.
-                result = place_order_in(session, self._request(job, prepared.account, prepared.order))
-                if finish:
-                    self._store.finish(job.id, DONE, session=session)
-        except Exception as error:  # a BrokerError, or a bug that _settle_placement reports as internal
+                # The broker marks the order rows itself, because in our database those rows are the broker's record.
+                outcomes = place_orders_in(session, [self._request(job, p.account, p.order) for job, p in group])
+        except Exception as error:  # a database error, or a bug that _settle_placement reports as internal
             counters.forget_fills_after(session, fills_before)
-            return Placement(None, error, time.monotonic() - started)
-        return Placement(result, None, time.monotonic() - started)
+            if len(group) == 1:
+                return {group[0][0].id: Placement(None, error, time.monotonic() - started)}
+            logger.warning("jobs %s: placing their orders together failed (%s); placing them one by one",
+                           ", ".join(str(job.id) for job, _ in group), type(error).__name__)
+            placements = {}
+            for item in group:
+                placements.update(self._place_group(session, place_orders_in, [item]))
+            return placements
+
+        seconds = time.monotonic() - started
+        return {
+            job.id: Placement(None, outcome, seconds) if isinstance(outcome, Exception) else Placement(outcome, None, seconds)
+            for (job, _), outcome in zip(group, outcomes)
+        }
 
     def _settle_placement(self, job: Row, placement: Placement) -> None:
         if placement.error is not None:
@@ -349,3 +366,8 @@ class Executor:
                 f"use one of {', '.join(sorted(self._brokers))}",
                 permanent=True,
             ) from None
+
+
+def _placer_in_database(broker) -> Callable | None:
+    """Return the broker's `place_orders_in`, or None for a broker whose book is not in our database."""
+    return getattr(broker, "place_orders_in", None)
