@@ -190,6 +190,9 @@ _SIGNAL_BLOCKED = (
 # One row per enabled trader, or one row of NULL trader columns when there is none. (trader_id, session_date) is
 # unique in loss_breaches, so the breach join adds no rows. Only the recorder row is locked (PostgreSQL): the
 # cooldown check and the last-signal update of concurrent signals for one recorder then happen one at a time.
+# The lock is FOR NO KEY UPDATE, which still excludes itself. A plain FOR UPDATE also waits for the key-share
+# locks of foreign key checks: a claim transaction that updates its jobs twice checks their recorders, and at
+# 200 webhooks/s the webhooks of every recorder in a claim queued behind it (docs/benchmarks.md, fix 25).
 _SIGNAL_CONTEXT = (
     select(
         *RECORDER_COLUMNS, _SIGNAL_BLOCKED, Trader.id.label("trader_id"), Trader.account_id, Trader.quantity,
@@ -204,7 +207,7 @@ _SIGNAL_CONTEXT = (
     )
     .where(Recorder.webhook_token == bindparam("recorder_token"))
     .order_by(Trader.id)
-    .with_for_update(of=Recorder)
+    .with_for_update(of=Recorder, key_share=True)
 )
 
 
