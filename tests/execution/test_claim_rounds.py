@@ -141,3 +141,40 @@ def test_two_leaders_run_rounds_at_once():
 def test_zero_leaders_rejected():
     with pytest.raises(ValueError, match="at least 1, got 0"):
         ClaimRounds(0, lambda requests: None)
+
+
+def test_rounds_start_interval_apart():
+    starts = []
+
+    def serve(requests):
+        starts.append(time.monotonic())
+        for request in requests:
+            request.finish(request.job_ids)
+
+    rounds = ClaimRounds(1, serve, interval=0.2)
+    rounds.submit(ClaimRequest([1]))
+    rounds.submit(ClaimRequest([2]))
+
+    assert starts[1] - starts[0] >= 0.2
+
+
+def test_requests_during_interval_join_round():
+    server, outcomes = _Server(), {}
+    server.release_first_round.set()
+    rounds = ClaimRounds(1, server, interval=1.0)
+    assert rounds.submit(ClaimRequest([1])) == [10]
+
+    # The next leader waits out the interval with its request pending, and a request that comes meanwhile joins.
+    leader = _submit_in_thread(rounds, [2], "leader", outcomes)
+    _wait_pending(rounds, 1)
+    joining = _submit_in_thread(rounds, [3], "joining", outcomes)
+    for thread in (leader, joining):
+        thread.join(WAIT_SECONDS)
+
+    assert outcomes == {"leader": [20], "joining": [30]}
+    assert [job_ids for _, job_ids in server.rounds] == [[[1]], [[2], [3]]]
+
+
+def test_interval_above_limit_rejected():
+    with pytest.raises(ValueError, match="from 0 to 1 s, got 5"):
+        ClaimRounds(1, lambda requests: None, interval=5)

@@ -308,3 +308,8 @@ def test_stop_during_restart_wait_is_clean(database_url, monkeypatch):
     assert not process._pump_thread.is_alive()
     assert errors == []
     assert process.process_restarts == 1
+
+
+def test_claim_interval_setting_rejects_long_wait():
+    with pytest.raises(ConfigError, match=r"JT_BROKER_CLAIM_INTERVAL_SECONDS=2 is above 1"):
+        Settings.from_environ({"JT_BROKER_CLAIM_INTERVAL_SECONDS": "2"})

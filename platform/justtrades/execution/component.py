@@ -27,7 +27,7 @@ def init_app(app, runtime) -> None:
 
     executor = Executor(
         runtime.session_factory, runtime.jobs, runtime.brokers, runtime.execution_stats, settings.job_max_attempts,
-        claim_concurrency=settings.broker_claim_concurrency,
+        claim_concurrency=settings.broker_claim_concurrency, claim_interval=settings.broker_claim_interval_seconds,
     )
     threads = WorkerPool(
         runtime.jobs, executor.execute, settings.broker_workers, settings.worker_poll_seconds, runtime.shutdown_event,

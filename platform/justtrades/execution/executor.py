@@ -43,7 +43,7 @@ Claimed = tuple[Row, PreparedJob | None, Placement | None]
 
 class Executor:
     def __init__(self, session_factory, store: JobStore, brokers: dict, stats: ExecutionStats, max_attempts: int,
-                 claim_concurrency: int = 1, *, hands_back_other_brokers: bool = False):
+                 claim_concurrency: int = 1, *, claim_interval: float = 0.0, hands_back_other_brokers: bool = False):
         self._session_factory = session_factory
         self._store = store
         self._brokers = brokers
@@ -58,7 +58,8 @@ class Executor:
         # and 3.8 ms with one slot (docs/benchmarks.md, fix 16). Workers waiting on a broker's reply hold no slot.
         # A freed slot goes to the worker that has waited longest, so one worker cannot keep it (fix 24).
         self._claim_slots = FifoSlots(claim_concurrency)
-        self._claim_rounds: ClaimRounds[list[Claimed]] = ClaimRounds(claim_concurrency, self._claim_round)
+        self._claim_rounds: ClaimRounds[list[Claimed]] = ClaimRounds(claim_concurrency, self._claim_round,
+                                                                     interval=claim_interval)
 
     def execute(self, job_id: int) -> None:
         """Claim and run the job; a job another worker holds, or one already finished, is skipped."""

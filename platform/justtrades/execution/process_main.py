@@ -101,7 +101,7 @@ def run(connection, settings: Settings) -> None:
     stats = ForwardedStats()
     executor = Executor(session_factory, store, {"paper": PaperBroker(session_factory, last_price=prices.last)},
                         stats, settings.job_max_attempts, claim_concurrency=settings.broker_claim_concurrency,
-                        hands_back_other_brokers=True)
+                        claim_interval=settings.broker_claim_interval_seconds, hands_back_other_brokers=True)
 
     shutdown = threading.Event()
     pool = WorkerPool(
