@@ -129,13 +129,13 @@ def test_claim_of_more_paper_orders_runs_no_more_statements(app):
     # Each price differs, since the platform drops an alert that repeats the one before it.
     buys = [f'{{"action":"buy","ticker":"NQ1!","price":{21500 + index},"quantity":1}}' for index in range(5)]
 
-    one = _statements_to_claim(app, TOGETHER, "BOOKTOGETHER", buys[:1])
-    five = _statements_to_claim(app, ALONE, "BOOKALONE", buys)
+    one_order = _statements_to_claim(app, TOGETHER, "BOOKTOGETHER", buys[:1])
+    five_orders = _statements_to_claim(app, ALONE, "BOOKALONE", buys)
 
     with runtime.session_factory() as session:
         assert session.scalar(select(func.count()).select_from(Fill)) == 6
     # Each claim opens a position and a trade: the same statements, one per kind of row, for one order or five.
-    assert five == one
+    assert five_orders == one_order
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)

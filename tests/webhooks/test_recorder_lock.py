@@ -14,7 +14,9 @@ from ..execution.test_execution import NQ_TOKEN, REFERENCE_TIME, send
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_webhook_does_not_wait_for_claim_of_recorder_jobs(database_url):
+def test_webhook_answers_during_claim(database_url, tmp_path, monkeypatch):
+    # A webhook that timed out on the lock would be spooled: into this test's folder, not the working tree.
+    monkeypatch.setenv("JT_WEBHOOK_SPOOL_DIR", str(tmp_path / "spool"))
     app = build_app(database_url)
     runtime = app.extensions["justtrades"]
     runtime.clock = lambda: REFERENCE_TIME

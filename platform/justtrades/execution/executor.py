@@ -190,7 +190,10 @@ class Executor:
         try:
             with session.begin_nested():
                 # The broker marks the order rows itself, because in our database those rows are the broker's record.
-                outcomes = place_orders_in(session, [self._request(job, p.account, p.order) for job, p in group])
+                requests = [self._request(job, prepared.account, prepared.order) for job, prepared in group]
+                outcomes = place_orders_in(session, requests)
+                if len(outcomes) != len(requests):
+                    raise RuntimeError(f"the broker returned {len(outcomes)} outcome(s) for {len(requests)} order(s)")
         except Exception as error:  # a database error, or a bug that _settle_placement reports as internal
             counters.forget_fills_after(session, fills_before)
             if len(group) == 1:
