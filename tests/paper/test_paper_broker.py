@@ -68,3 +68,23 @@ def test_off_tick_signal_price_fills_at_nearest_tick(frozen):
         averages = session.scalars(select(Position.avg_price)).all()
     assert prices == [Decimal("21500.25"), Decimal("21500.25")]
     assert averages == [Decimal("21500.25"), Decimal("21500.25")]
+
+
+def test_same_order_twice_in_one_call_fills_once(frozen):
+    runtime = frozen.extensions["justtrades"]
+    send(frozen, ES_TOKEN, '{"action":"buy","ticker":"ES1!","price":6120.5}')
+    wait_for_jobs(frozen)
+    request = _filled_order_request(frozen)
+    with runtime.session_factory() as session, session.begin():
+        order = session.scalars(select(Order)).one()
+        order.status = "pending"  # as if the first attempt's fill had rolled back with its transaction
+
+    with runtime.session_factory() as session, session.begin():
+        outcomes = runtime.brokers["paper"].place_orders_in(session, [request, request])
+
+    with runtime.session_factory() as session:
+        fills = session.scalar(select(func.count()).select_from(Fill))
+    assert [outcome.status for outcome in outcomes] == ["filled", "filled"]
+    assert outcomes[0].broker_order_id == outcomes[1].broker_order_id
+    assert fills == 2  # the job's own fill, and one more for the order placed again
+    assert positions(frozen) == {(1, "ESZ6"): 2}

@@ -70,7 +70,12 @@ class PaperBroker:
         # then finds it filled.
         client_ids = [requests[index].client_order_id for index in prices]
         marked = {row.client_order_id: row for row in connection.execute(_MARK_FILLED, {"client_ids": client_ids})}
-        earlier = [index for index in prices if requests[index].client_order_id not in marked]
+        # A client id that comes twice fills once: its second request finds the order filled, as a retry would.
+        first = {}
+        for index in prices:
+            first.setdefault(requests[index].client_order_id, index)
+        earlier = [index for index in prices
+                   if requests[index].client_order_id not in marked or first[requests[index].client_order_id] != index]
         for index, outcome in zip(earlier, _filled_earlier(connection, [requests[i] for i in earlier])):
             outcomes[index] = outcome
             del prices[index]
@@ -139,7 +144,7 @@ class PaperBroker:
 
 
 def _filled_earlier(connection: Connection, requests: list[OrderRequest]) -> list[OrderResult | BrokerError]:
-    """Return the result of orders an earlier attempt filled: their order rows say so."""
+    """Return the results of orders that an earlier attempt filled, read from their order rows."""
     if not requests:
         return []
     rows = connection.execute(_ORDERS_OF_CLIENT_IDS, {"client_ids": [request.client_order_id for request in requests]})
