@@ -50,7 +50,10 @@ class TradeState:
 
 
 class PaperBook:
-    """The positions and open trades of some contracts, locked in the caller's transaction until it ends."""
+    """The positions and open trades of some contracts, locked in the caller's transaction until it ends.
+
+    A book is loaded, filled and written once: the rows it inserts do not get their ids back.
+    """
 
     def __init__(self, positions: dict[BookKey, PositionState], open_trades: dict[BookKey, TradeState]):
         self._positions = positions
@@ -74,9 +77,6 @@ class PaperBook:
             # The oldest open trade of a contract is its trade, because the book never opens a second one.
             open_trades.setdefault((row.account_id, row.symbol), TradeState(**row._asdict()))
         return cls(positions, open_trades)
-
-    def position(self, key: BookKey) -> PositionState | None:
-        return self._positions.get(key)
 
     def fill(self, key: BookKey, trader_id: int | None, signed_quantity: int, price: Decimal, point_value: Decimal,
              filled_at: dt.datetime) -> None:
@@ -106,9 +106,6 @@ class PaperBook:
             connection.execute(_UPDATE_TRADE, trade_updates)
         if trade_inserts:
             connection.execute(_INSERT_TRADE, trade_inserts)
-
-        self._changed_positions.clear()
-        self._changed_trades.clear()
 
     def _track_trade(self, key: BookKey, trader_id: int | None, old: int, new: int, price: Decimal,
                      point_value: Decimal, filled_at: dt.datetime) -> None:
