@@ -82,7 +82,7 @@ def _book(runtime, account_name: str) -> dict:
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
-def test_orders_placed_together_leave_the_book_of_orders_placed_alone(app):
+def test_batch_fill_matches_single_fills(app):
     runtime = app.extensions["justtrades"]
     for alert in ALERTS:
         send(app, TOGETHER, alert)
@@ -124,7 +124,7 @@ def _statements_to_claim(app, token: str, recorder: str, alerts: list[str]) -> i
 # PostgreSQL only: there each statement is a round trip to the server. The SQLite driver inserts rows that return
 # their ids one statement each, in this process.
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_claim_of_more_paper_orders_runs_no_more_statements(app):
+def test_batch_claim_statement_count_fixed(app):
     runtime = app.extensions["justtrades"]
     # Each price differs, since the platform drops an alert that repeats the one before it.
     buys = [f'{{"action":"buy","ticker":"NQ1!","price":{21500 + index},"quantity":1}}' for index in range(5)]

@@ -191,7 +191,7 @@ _SIGNAL_BLOCKED = (
 # unique in loss_breaches, so the breach join adds no rows. Only the recorder row is locked (PostgreSQL): the
 # cooldown check and the last-signal update of concurrent signals for one recorder then happen one at a time.
 # The lock is FOR NO KEY UPDATE, which still excludes itself. A plain FOR UPDATE also waits for the key-share
-# locks of foreign key checks: a claim transaction that updates its jobs twice checks their recorders, and at
+# locks of foreign key checks. A claim transaction that updates its jobs twice checks their recorders, so at
 # 200 webhooks/s the webhooks of every recorder in a claim queued behind it (docs/benchmarks.md, fix 25).
 _SIGNAL_CONTEXT = (
     select(
