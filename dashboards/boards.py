@@ -341,6 +341,11 @@ def webhooks() -> dict:
                    thresholds=steps((None, GREEN), (0.1, ORANGE), (0.5, RED))),
         timeseries("Webhook workers", "Live fast webhook worker threads per replica.", "short",
                    [Target(sel("justtrades_webhook_workers_alive"), PER_INSTANCE)]),
+        timeseries("Requests waiting for a thread", "Requests each replica received in full that wait for a free "
+                   "HTTP server thread. The latencies above start when a thread takes the request, so they leave "
+                   "this wait out. Requests waiting in every scrape mean a replica at its limit.", "short",
+                   [Target(sel("justtrades_http_requests_waiting"), PER_INSTANCE)],
+                   thresholds=steps((None, GREEN), (1, ORANGE))),
 
         row("Spool during database outages"),
         timeseries("Spooled deliveries waiting", "Deliveries each replica keeps in its local spool while the "

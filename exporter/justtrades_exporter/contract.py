@@ -109,6 +109,7 @@ CONTRACT_METRICS = (
     ),
     _gauge("justtrades_broker_execution_avg_seconds", "Average broker execution time in seconds."),
     _gauge("justtrades_webhook_workers_alive", "Webhook (fast path) worker threads alive."),
+    _gauge("justtrades_http_requests_waiting", "HTTP requests received in full and waiting for a free server thread."),
     _counter("justtrades_webhooks_processed_total", "Webhooks processed by the fast webhook path."),
     _gauge("justtrades_webhook_avg_latency_seconds", "Average webhook processing latency in seconds."),
     _gauge("justtrades_traders_enabled", "Enabled traders."),

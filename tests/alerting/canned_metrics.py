@@ -34,6 +34,7 @@ def healthy_samples() -> dict[tuple[str, Labels], Value]:
         ("justtrades_traders_enabled", ()): 5,
         ("justtrades_webhook_avg_latency_seconds", ()): 0.04,
         ("justtrades_webhooks_processed_total", ()): 100,
+        ("justtrades_http_requests_waiting", ()): 0,
         ("justtrades_tradingview_websocket_connected", ()): 1,
         ("justtrades_tradingview_jwt_valid", ()): 1,
         ("justtrades_tradingview_delayed", ()): 0,

@@ -73,7 +73,7 @@ def reference_documents() -> dict[str, dict[str, Any]]:
         },
         "/api/broker-execution/status": {
             "external_engine_mode": False,
-            "fast_webhook": {"workers_alive": 10, "total_processed": 1543, "avg_latency_ms": 42},
+            "fast_webhook": {"workers_alive": 10, "requests_waiting": 0, "total_processed": 1543, "avg_latency_ms": 42},
             "broker_execution": {
                 "workers_alive": 10,
                 "workers_configured": 10,

@@ -354,17 +354,27 @@ def test_spool_document_read(fake_platform, make_exporter, scrape):
     assert endpoint_value(samples, "justtrades_exporter_endpoint_up", "/api/webhook-spool") == 1.0
 
 
-def test_missing_queue_age_counts_no_error(fake_platform, documents, make_exporter, scrape):
-    # The reference's broker status has the queue's depth only.
+# Fields of this platform that the reference's broker status lacks: (block, fields, series left out, series kept).
+REFERENCE_GAPS = [
+    ("broker_execution", ("oldest_job_created_at", "oldest_job_age_seconds"),
+     "justtrades_broker_queue_oldest_job_age_seconds", "justtrades_broker_queue_depth"),
+    ("fast_webhook", ("requests_waiting",), "justtrades_http_requests_waiting", "justtrades_webhook_workers_alive"),
+]
+
+
+@pytest.mark.parametrize(("block", "fields", "left_out", "kept"), REFERENCE_GAPS)
+def test_field_missing_in_reference_counts_no_error(fake_platform, documents, make_exporter, scrape, block, fields,
+                                                    left_out, kept):
     status = documents["/api/broker-execution/status"]
-    del status["broker_execution"]["oldest_job_created_at"], status["broker_execution"]["oldest_job_age_seconds"]
+    for field in fields:
+        del status[block][field]
     fake_platform.set_json("/api/broker-execution/status", status)
     exporter = make_exporter(fake_platform.url)
 
     samples = scrape(exporter)
 
-    assert samples[key("justtrades_broker_queue_depth")] == 0.0
-    assert key("justtrades_broker_queue_oldest_job_age_seconds") not in samples
+    assert key(kept) in samples
+    assert key(left_out) not in samples
     assert field_errors(samples) == {}
 
 
@@ -379,3 +389,14 @@ def test_queue_age_read_when_reported(fake_platform, documents, make_exporter, s
 
     assert samples[key("justtrades_broker_queue_depth")] == 120.0
     assert samples[key("justtrades_broker_queue_oldest_job_age_seconds")] == 1.5
+
+
+def test_http_queue_read_when_reported(fake_platform, documents, make_exporter, scrape):
+    status = documents["/api/broker-execution/status"]
+    status["fast_webhook"]["requests_waiting"] = 37
+    fake_platform.set_json("/api/broker-execution/status", status)
+    exporter = make_exporter(fake_platform.url)
+
+    samples = scrape(exporter)
+
+    assert samples[key("justtrades_http_requests_waiting")] == 37.0

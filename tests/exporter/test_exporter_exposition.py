@@ -40,6 +40,7 @@ EXPECTED_CONTRACT_SAMPLES = {
     key("justtrades_broker_execution_failures_total", reason="timeout"): 0.0,
     key("justtrades_broker_execution_avg_seconds"): 0.168,
     key("justtrades_webhook_workers_alive"): 10.0,
+    key("justtrades_http_requests_waiting"): 0.0,
     key("justtrades_webhooks_processed_total"): 1543.0,
     key("justtrades_webhook_avg_latency_seconds"): 0.042,
     key("justtrades_traders_enabled"): 45.0,

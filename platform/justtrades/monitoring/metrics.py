@@ -93,6 +93,8 @@ def _execution_families(runtime):
     yield gauge("justtrades_broker_execution_avg_seconds", "Mean time of the last 500 broker calls.",
                 broker["avg_execution_ms"] / 1000)
     yield gauge("justtrades_webhook_workers_alive", "HTTP server threads alive to serve webhooks.", fast["workers_alive"])
+    yield gauge("justtrades_http_requests_waiting", "HTTP requests received in full and waiting for a free server "
+                "thread.", fast["requests_waiting"])
     yield counter("justtrades_webhooks_processed", "Webhook requests this process has answered.", fast["total_processed"])
     yield gauge("justtrades_webhook_avg_latency_seconds", "Mean response time of the last 500 webhook requests.",
                 fast["avg_latency_ms"] / 1000)

@@ -106,6 +106,7 @@ def broker_execution(runtime) -> dict:
         "external_engine_mode": False,
         "fast_webhook": {
             "workers_alive": http_workers_alive(runtime),
+            "requests_waiting": http_requests_waiting(runtime),
             "total_processed": webhook["total_processed"],
             "avg_latency_ms": webhook["avg_latency_ms"],
         },
@@ -150,6 +151,12 @@ def _paper_worker_process(runtime) -> dict | None:
 def http_workers_alive(runtime) -> int:
     """Threads of the WSGI server that serve webhooks; the serve command installs the probe."""
     probe = getattr(runtime, "http_workers_probe", None)
+    return probe() if probe else 0
+
+
+def http_requests_waiting(runtime) -> int:
+    """Count the requests received in full that wait for a free WSGI server thread; 0 without the serve command."""
+    probe = getattr(runtime, "http_queue_probe", None)
     return probe() if probe else 0
 
 
@@ -339,6 +346,7 @@ def detailed_health(runtime) -> dict:
         },
         "queues": {
             "broker_queue_size": runtime.jobs.queue_size() if database_ok else None,
+            "http_requests_waiting": http_requests_waiting(runtime),
         },
         "workers": {
             "broker_workers_alive": runtime.workers.workers_alive(),
