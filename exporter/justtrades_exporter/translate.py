@@ -58,7 +58,7 @@ def read_broker_execution_status(reader: FieldReader, samples: SampleSet) -> Non
     _read_failures_by_reason(reader, samples)
 
     samples.add("justtrades_webhook_workers_alive", reader.number("fast_webhook.workers_alive"))
-    # The reference does not report the HTTP queue, and for it the series is left out.
+    # The reference does not report the HTTP queue, so for it the series is left out.
     if reader.has("fast_webhook.requests_waiting"):
         samples.add("justtrades_http_requests_waiting", reader.number("fast_webhook.requests_waiting"))
     samples.add("justtrades_webhooks_processed_total", reader.number("fast_webhook.total_processed"))

@@ -89,7 +89,7 @@ def create_server(app, host: str, port: int, threads: int):
     )
     runtime.port = int(server.effective_port)
     runtime.http_workers_probe = lambda: len(server.task_dispatcher.threads)
-    # Connections whose request arrived in full and waits for a free thread. A saturated server shows here first:
-    # the webhook latency is measured from the view's start and leaves this wait out.
+    # Connections whose request arrived in full and waits for a free thread. A saturated server shows here, while
+    # the webhook latency, measured from the view's start, leaves this wait out.
     runtime.http_queue_probe = lambda: len(server.task_dispatcher.queue)
     return server
