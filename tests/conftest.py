@@ -213,6 +213,19 @@ def running_app(database_url):
     app.extensions["justtrades"].stop()
 
 
+def stop_waitress(server, thread) -> None:
+    """Stop a waitress server that `thread` runs, and its request threads."""
+    # NOTE: waitress 3.0 has no public stop, so the sockets are closed from the server's own loop, which ends run().
+    from waitress import wasyncore
+
+    try:
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map, ignore_all=True))
+    except OSError:
+        pass  # the trigger is closed: the loop has ended already
+    thread.join(5)
+    server.task_dispatcher.shutdown(timeout=5)
+
+
 # --- a real server process --------------------------------------------------------------------------------------
 
 

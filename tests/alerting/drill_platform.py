@@ -18,7 +18,6 @@ from typing import Iterator
 
 import requests
 from sqlalchemy import update
-from waitress import wasyncore
 
 from justtrades.accounts.settings import AccountsSettings
 from justtrades.app import create_app
@@ -33,7 +32,7 @@ from justtrades.markets.symbols import resolve_symbol
 from justtrades.seed import apply_seed
 from justtrades.wsgi import create_server
 from justtrades_exporter.server import BackgroundServer, Exporter, ExporterSettings
-from tests.conftest import TEST_API_KEY
+from tests.conftest import TEST_API_KEY, stop_waitress
 from tests.peers.tradingview_ws import TradingViewPeer, make_jwt
 from tests.peers.tradovate_rest import TradovatePeer
 from tests.peers.whop_api import WhopPeer, membership
@@ -224,13 +223,7 @@ class DrillPlatform:
         return self
 
     def stop(self) -> None:
-        # NOTE: waitress 3.0 has no public stop, so the sockets are closed from the server's own loop, which ends run().
-        try:
-            self._server.trigger.pull_trigger(lambda: wasyncore.close_all(self._server._map, ignore_all=True))
-        except OSError:
-            pass
-        self._thread.join(5)
-        self._server.task_dispatcher.shutdown(timeout=5)
+        stop_waitress(self._server, self._thread)
         self.runtime.stop()
 
     # Steps the drills take

@@ -8,11 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from waitress import wasyncore
 
 from justtrades.monitoring.snapshots import http_requests_waiting
 from justtrades.wsgi import create_server
-from tests.conftest import TEST_API_KEY, build_app
+from tests.conftest import TEST_API_KEY, build_app, stop_waitress
 
 WAIT_SECONDS = 10.0
 
@@ -34,10 +33,7 @@ def one_thread_server(sqlite_url):
     yield app.extensions["justtrades"], f"http://127.0.0.1:{server.effective_port}", release
 
     release.set()
-    # waitress 3.0 has no public stop: the sockets are closed from the server's own loop, which ends run().
-    server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map, ignore_all=True))
-    thread.join(5)
-    server.task_dispatcher.shutdown(timeout=5)
+    stop_waitress(server, thread)
     app.extensions["justtrades"].stop()
 
 
